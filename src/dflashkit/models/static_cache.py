@@ -1,0 +1,85 @@
+"""Static, batched KV cache for any transformers model, plugged in through its attention interface.
+
+Every transformers decoder routes attention through `ALL_ATTENTION_FUNCTIONS[config._attn_implementation]`.
+We register one more implementation that writes the step's K/V into a preallocated cache slot at the
+tokens' absolute positions and attends over the cache with a position mask. Consequences that the
+engine relies on:
+  * rollback is free: entries at positions >= a sequence's length are never read before being rewritten
+    (each layer writes its K/V before it attends, and queries only see keys at positions <= their own);
+  * every sequence of a batch has its own positions; shapes are static, so CUDA graphs can replay it;
+  * the model's own code (norms, RoPE variants, Gemma's KV sharing, softcaps) stays untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn import functional as F
+
+ATTN_IMPLEMENTATION = "dfk_static_kv"  # must not contain "flash": transformers treats those as kernels
+
+
+@dataclass
+class StepState:
+    """What one forward needs besides the tokens: shared by all attention modules of one target."""
+
+    k: list[torch.Tensor] = field(default_factory=list)  # per cached layer [B, n_kv, S, D]
+    v: list[torch.Tensor] = field(default_factory=list)
+    positions: torch.Tensor | None = None  # [b, T] absolute positions of this step's tokens
+    slot: int | None = None  # None: the whole batch; int: one sequence (prefill)
+    kv_len: int | None = None  # attend over cache[:kv_len] only (None: everything)
+    masks: dict = field(default_factory=dict)
+
+    def begin(self, positions: torch.Tensor, slot: int | None, kv_len: int | None) -> None:
+        self.positions, self.slot, self.kv_len, self.masks = positions, slot, kv_len, {}
+
+    def mask(self, window: int | None, length: int) -> torch.Tensor:
+        if window not in self.masks:
+            keys = torch.arange(length, device=self.positions.device)
+            q = self.positions[:, :, None]  # [b, T, 1]
+            allowed = keys <= q
+            if window is not None:
+                allowed = allowed & (q - keys < window)
+            self.masks[window] = allowed[:, None]  # [b, 1, T, S]
+        return self.masks[window]
+
+
+@dataclass
+class Binding:
+    state: StepState
+    cache_layer: int
+    writes: bool  # False for layers that reuse another layer's K/V (Gemma 3n/4 KV sharing)
+
+
+def static_attention(module, query, key, value, attention_mask, scaling=None, sliding_window=None,
+                     softcap=None, dropout=0.0, **kwargs):
+    """transformers attention signature: query [b, Hq, T, D], key/value [b, Hkv, T, D] -> [b, T, Hq, D]."""
+    binding: Binding = module._dflashkit_binding
+    state = binding.state
+    if softcap is not None:
+        raise NotImplementedError("attention logit softcapping is not supported by the static cache")
+    k_cache, v_cache = state.k[binding.cache_layer], state.v[binding.cache_layer]
+    if state.slot is None:
+        k_view, v_view = k_cache, v_cache
+        if binding.writes:
+            rows = torch.arange(query.shape[0], device=query.device)[:, None].expand_as(state.positions)
+            k_view[rows, :, state.positions] = key.transpose(1, 2).to(k_view.dtype)  # [b, T, Hkv, D]
+            v_view[rows, :, state.positions] = value.transpose(1, 2).to(v_view.dtype)
+    else:
+        k_view, v_view = k_cache[state.slot:state.slot + 1], v_cache[state.slot:state.slot + 1]
+        if binding.writes:
+            k_view[0].index_copy_(1, state.positions[0], key[0].to(k_view.dtype))
+            v_view[0].index_copy_(1, state.positions[0], value[0].to(v_view.dtype))
+    if state.kv_len is not None:
+        k_view, v_view = k_view[:, :, :state.kv_len], v_view[:, :, :state.kv_len]
+    mask = state.mask(sliding_window, k_view.shape[2])
+    out = F.scaled_dot_product_attention(query, k_view, v_view, attn_mask=mask, scale=scaling,
+                                         enable_gqa=query.shape[1] != k_view.shape[1])
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(ATTN_IMPLEMENTATION, static_attention)

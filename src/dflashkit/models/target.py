@@ -1,0 +1,141 @@
+"""Adapter over any transformers causal LM: batched static-cache forward, hidden features, embedding, head.
+
+The model's own forward runs unchanged (so logit scaling, softcapping, Gemma's scaled embeddings and
+per-layer inputs stay exactly the model's); only attention is redirected to `static_cache`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..errors import ConfigError
+from . import static_cache
+from .static_cache import Binding, StepState
+
+
+def _attention_modules(model: nn.Module) -> list[nn.Module]:
+    found = []
+    for name, module in model.named_modules():
+        if not isinstance(getattr(module, "layer_idx", None), int):
+            continue
+        if "self_attn" not in name.split(".")[-1] or any(t in name for t in ("vision", "audio", "encoder")):
+            continue
+        found.append(module)
+    return found
+
+
+class TargetModel:
+    """The verifier. `forward` runs tokens at explicit per-sequence positions against the static cache."""
+
+    def __init__(self, model: nn.Module, tokenizer=None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self.num_layers = int(self.config.num_hidden_layers)
+        self.hidden_size = int(self.config.hidden_size)
+        embed = model.get_input_embeddings()
+        head = model.get_output_embeddings()
+        if embed is None or head is None:
+            raise ConfigError(f"{type(model).__name__} has no input embedding or LM head; DFlash needs both")
+        self.embed_weight: torch.Tensor = embed.weight
+        self.lm_head_weight: torch.Tensor = head.weight
+        self.vocab_size = int(self.lm_head_weight.shape[0])
+        self.max_positions = int(getattr(self.config, "max_position_embeddings", 0) or 1 << 20)
+        self.state = StepState()
+        self._bind()
+        self.batch_size = 0
+        self.capacity = 0
+
+    # ------------------------------------------------------------------ set-up
+    def _bind(self) -> None:
+        static_cache.register()
+        modules = _attention_modules(self.model)
+        if len(modules) != self.num_layers:
+            raise ConfigError(f"found {len(modules)} attention modules in {type(self.model).__name__}, expected "
+                              f"{self.num_layers}; this architecture is not supported")
+        sources = {}
+        for module in modules:
+            if getattr(module, "store_full_length_kv", False):
+                sources[getattr(module, "layer_type", None)] = module.layer_idx
+        for module in modules:
+            shared = bool(getattr(module, "is_kv_shared_layer", False))
+            source = sources.get(getattr(module, "layer_type", None)) if shared else module.layer_idx
+            if source is None:
+                raise ConfigError(f"layer {module.layer_idx} shares K/V but no source layer was found")
+            module._dflashkit_binding = Binding(self.state, source, writes=not shared)
+        self._modules = modules
+        self.model.set_attn_implementation(static_cache.ATTN_IMPLEMENTATION)
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed_weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed_weight.dtype
+
+    def allocate(self, batch_size: int, capacity: int) -> None:
+        """Preallocate K/V for `batch_size` sequences of up to `capacity` positions (shapes probed once)."""
+        if batch_size == self.batch_size and capacity == self.capacity:
+            return
+        shapes = self._probe_shapes()
+        self.state.k = [None] * self.num_layers
+        self.state.v = [None] * self.num_layers
+        for layer, (n_kv, head_dim) in shapes.items():
+            self.state.k[layer] = torch.zeros(batch_size, n_kv, capacity, head_dim, dtype=self.dtype, device=self.device)
+            self.state.v[layer] = torch.zeros_like(self.state.k[layer])
+        self.batch_size, self.capacity = batch_size, capacity
+
+    def _probe_shapes(self) -> dict[int, tuple[int, int]]:
+        shapes: dict[int, tuple[int, int]] = {}
+
+        def record(module, query, key, value, *args, **kwargs):
+            binding = module._dflashkit_binding
+            if binding.writes:
+                shapes[binding.cache_layer] = (key.shape[1], key.shape[3])
+            return torch.zeros(query.shape[0], query.shape[2], query.shape[1], value.shape[3],
+                               dtype=query.dtype, device=query.device), None
+
+        from transformers import AttentionInterface
+
+        AttentionInterface.register(static_cache.ATTN_IMPLEMENTATION, record)
+        try:
+            with torch.inference_mode():
+                ids = torch.zeros(1, 1, dtype=torch.long, device=self.device)
+                self.model(input_ids=ids, position_ids=ids, use_cache=False)
+        finally:
+            static_cache.register()
+        return shapes
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, *, slot: int | None = None,
+                kv_len: int | None = None, logits_to_keep: int = 0,
+                layer_ids: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """tokens/positions [b, T] -> logits [b, T or keep, V], features [b, T, len(layer_ids) * hidden].
+
+        Writes the tokens' K/V into the cache (whole batch, or one `slot` for prefill).
+        """
+        self.state.begin(positions, slot, kv_len)
+        out = self.model(input_ids=tokens, position_ids=positions, use_cache=False,
+                         output_hidden_states=layer_ids is not None, logits_to_keep=logits_to_keep)
+        features = None
+        if layer_ids is not None:
+            features = torch.cat([out.hidden_states[i + 1] for i in layer_ids], dim=-1)
+        return out.logits, features
+
+    def embed(self, token_ids: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """Raw embedding rows (the drafter applies its own `input_embedding_scale`)."""
+        x = F.embedding(token_ids, self.embed_weight)
+        return x * scale if scale != 1.0 else x
+
+    # ------------------------------------------------------------------ tokens
+    def stop_token_ids(self) -> list[int]:
+        """End-of-turn ids: generation config first, then model config, then tokenizer."""
+        for source in (getattr(self.model, "generation_config", None), self.config,
+                       self.tokenizer):
+            ids = getattr(source, "eos_token_id", None) if source is not None else None
+            if ids is not None:
+                return [int(ids)] if isinstance(ids, int) else [int(i) for i in ids]
+        return []
