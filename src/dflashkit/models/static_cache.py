@@ -60,8 +60,8 @@ def static_attention(module, query, key, value, attention_mask, scaling=None, sl
     if softcap is not None:
         raise NotImplementedError("attention logit softcapping is not supported by the static cache")
     k_cache, v_cache = state.k[binding.cache_layer], state.v[binding.cache_layer]
-    if state.slot is None:
-        k_view, v_view = k_cache, v_cache
+    if state.slot is None:  # rows 0..b-1 of the batch
+        k_view, v_view = k_cache[:query.shape[0]], v_cache[:query.shape[0]]
         if binding.writes:
             rows = torch.arange(query.shape[0], device=query.device)[:, None].expand_as(state.positions)
             k_view[rows, :, state.positions] = key.transpose(1, 2).to(k_view.dtype)  # [b, T, Hkv, D]

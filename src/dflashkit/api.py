@@ -1,0 +1,65 @@
+"""`load` and `generate`: the two calls most users need."""
+
+from __future__ import annotations
+
+import torch
+
+from .engine.generator import Generator
+from .engine.sampling import SamplingParams
+from .engine.sequence import GenerationResult
+from .errors import ConfigError
+from .models.drafter import DFlashDraft
+from .models.factory import random_draft
+from .models.loading import DEFAULT_TARGET, default_draft_dir, load_target, resolve_dtype
+from .models.target import TargetModel
+
+RANDOM_DRAFT = "random"
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load(model: str | None = None, draft: str | None = None, *, device: str | None = None,
+         dtype: str | torch.dtype | None = None, block_size: int | None = None, max_batch: int = 8,
+         max_length: int | None = None, speculative: bool = True) -> Generator:
+    """Load a target and its DFlash drafter into a ready Generator.
+
+    model: hub id, local dir or .gguf file; None = the embedded SmolLM2-135M-Instruct.
+    draft: hub id or local dir of a drafter; None = the shipped drafter for the default model;
+           "random" = a randomly initialised drafter (correct output, low acceptance: testing only).
+    """
+    device = device or default_device()
+    dtype = resolve_dtype(dtype, device)
+    hf_model, tokenizer = load_target(model, dtype, device)
+    target = TargetModel(hf_model, tokenizer)
+    drafter = load_draft(draft, target, is_default_target=model in (None, "", DEFAULT_TARGET))
+    gen = Generator(target, drafter, tokenizer, block_size=block_size, max_batch=max_batch,
+                    max_length=max_length, speculative=speculative)
+    gen.draft_source = getattr(drafter, "source", None)
+    return gen
+
+
+def load_draft(draft: str | None, target: TargetModel, is_default_target: bool) -> DFlashDraft | None:
+    if draft is None and is_default_target:
+        shipped = default_draft_dir()
+        draft = str(shipped) if shipped is not None else RANDOM_DRAFT
+    if draft is None:
+        raise ConfigError("no drafter given for this target: pass draft=<hub id or dir> (--draft), or "
+                          "draft='random' for an untrained one (correct but slow; for testing)")
+    if draft == RANDOM_DRAFT:
+        drafter = random_draft(target)
+        drafter.source = "random (untrained: expect acceptance length ~1)"
+        return drafter
+    drafter = DFlashDraft.from_pretrained(draft, dtype=target.dtype, device=target.device)
+    drafter.source = str(draft)
+    return drafter
+
+
+def generate(prompt: str | list[dict], model: str | None = None, draft: str | None = None, *,
+             chat: bool = True, **sampling) -> GenerationResult:
+    """One-shot convenience: load, apply the chat template, generate. Reuse `load()` for many calls."""
+    gen = load(model, draft, max_batch=1)
+    messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+    ids = gen.chat_prompt(messages) if chat else gen.tokenizer.encode(prompt)
+    return gen.generate([ids], SamplingParams(**sampling))[0]

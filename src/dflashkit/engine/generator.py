@@ -1,0 +1,336 @@
+"""The engine: a batch of sequence slots over preallocated caches, stepped by draft -> verify -> accept.
+
+Sequences join (prefill into a free slot) and leave between steps, so the same object serves batch
+generation, streaming and the HTTP server's continuous batching. One host sync per step: the
+accepted counts and tokens of every row, read together.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+
+import torch
+
+from ..errors import RequestError
+from ..models.compat import check_compatible
+from ..models.drafter import DFlashDraft, MaskSpec
+from ..models.target import TargetModel
+from . import sampling
+from .draft_cache import DraftCache
+from .sampling import BatchSampling, SamplingParams
+from .sequence import GenerationResult, Sequence, Update
+
+_ALIGN = 64  # attention length granularity: attend over cache[:round_up(longest + block)]
+
+
+def _round_up(x: int, k: int) -> int:
+    return (x + k - 1) // k * k
+
+
+class Generator:
+    """DFlash (or plain autoregressive) generation over a static batch of slots."""
+
+    def __init__(self, target: TargetModel, draft: DFlashDraft | None = None, tokenizer=None, *,
+                 block_size: int | None = None, max_batch: int = 8, max_length: int | None = None,
+                 speculative: bool = True):
+        if draft is not None:
+            check_compatible(target, draft)
+        self.target, self.draft = target, draft
+        self.tokenizer = tokenizer if tokenizer is not None else target.tokenizer
+        if block_size is not None and draft is not None and not 1 <= block_size <= draft.block_size:
+            raise RequestError(f"block_size {block_size} must be in 1..{draft.block_size} (the drafter's block size)")
+        self.block_size = block_size or (draft.block_size if draft is not None else 1)
+        self.max_batch = max_batch
+        self.max_length = min(max_length or 4096, target.max_positions)
+        self.speculative = speculative and draft is not None and self.block_size > 1
+        self.device = target.device
+        self.slots: list[Sequence | None] = [None] * max_batch
+        self.waiting: deque[Sequence] = deque()
+        self.sequences: dict[int, Sequence] = {}
+        self._ids = itertools.count()
+        self._allocated = False
+        self.profile: dict[str, float] | None = None  # set to {} to collect per-phase times (adds syncs)
+
+    # ----------------------------------------------------------------- storage
+    def _allocate(self) -> None:
+        if self._allocated:
+            return
+        t, dev = self.target, self.device
+        self.capacity = self.max_length + max(self.block_size, 1)
+        t.allocate(self.max_batch, self.capacity)
+        b = self.max_batch
+        self.anchor_tok = torch.zeros(b, dtype=torch.long, device=dev)
+        self.anchor_pos = torch.zeros(b, dtype=torch.long, device=dev)
+        self.active = torch.zeros(b, dtype=torch.bool, device=dev)
+        if self.draft is not None:
+            self.dcache = DraftCache(self.draft, b, self.capacity)
+            width = len(self.draft.target_layer_ids) * t.hidden_size
+            self.pend_feats = torch.zeros(b, self.draft.block_size, width, dtype=t.dtype, device=dev)
+            self.pend_pos = torch.zeros(b, dtype=torch.long, device=dev)
+        self._allocated = True
+
+    # ----------------------------------------------------------------- requests
+    def add_request(self, prompt_ids: list[int], params: SamplingParams | None = None) -> int:
+        """Queue a request; it joins the batch at the next step with a free slot. Returns its id."""
+        params = params or SamplingParams()
+        params.validate()
+        if not prompt_ids:
+            raise RequestError("empty prompt: give at least one token")
+        vocab = self.target.vocab_size
+        if any((not isinstance(i, int)) or i < 0 or i >= vocab for i in prompt_ids):
+            raise RequestError(f"prompt has token ids outside the vocabulary 0..{vocab - 1}")
+        if len(prompt_ids) >= self.max_length:
+            raise RequestError(f"prompt has {len(prompt_ids)} tokens; the context holds {self.max_length} "
+                               "(prompt + generated). Shorten the prompt or raise max_length.")
+        stop_ids = params.stop_token_ids if params.stop_token_ids is not None else self.target.stop_token_ids()
+        seq = Sequence(id=next(self._ids), prompt_ids=list(prompt_ids), params=params,
+                       stop_ids=frozenset(() if params.ignore_eos else stop_ids),
+                       limit=min(params.max_new_tokens, self.max_length - len(prompt_ids)),
+                       tokenizer=self.tokenizer)
+        if params.seed is not None:
+            seq.generator = torch.Generator(device=self.device).manual_seed(params.seed)
+        self.sequences[seq.id] = seq
+        self.waiting.append(seq)
+        return seq.id
+
+    def abort(self, seq_id: int) -> None:
+        seq = self.sequences.get(seq_id)
+        if seq is None or seq.finished:
+            return
+        seq.finish_reason = "abort"
+        seq.t_end = time.perf_counter()
+        if seq in self.waiting:
+            self.waiting.remove(seq)
+        self._release(seq)
+
+    def pop_result(self, seq_id: int) -> GenerationResult:
+        return self.sequences.pop(seq_id).result()
+
+    def has_work(self) -> bool:
+        return bool(self.waiting) or any(s is not None for s in self.slots)
+
+    @property
+    def num_running(self) -> int:
+        return sum(s is not None for s in self.slots)
+
+    def _release(self, seq: Sequence) -> None:
+        for i, s in enumerate(self.slots):
+            if s is seq:
+                self.slots[i] = None
+                self.active[i] = False
+
+    # --------------------------------------------------------------------- step
+    @torch.inference_mode()
+    def step(self) -> list[Update]:
+        """Admit waiting requests, then advance every running sequence by one draft/verify (or AR) step."""
+        self._allocate()
+        updates = self._admit()
+        running = [(i, s) for i, s in enumerate(self.slots) if s is not None and not s.finished]
+        if running:
+            rows = running[-1][0] + 1
+            if self.speculative:
+                counts, tokens = self._speculative_step(rows)
+            else:
+                counts, tokens = self._autoregressive_step(rows)
+            host = torch.cat([counts[:, None], tokens], dim=1).tolist()  # the step's one sync
+            for i, seq in running:
+                kept = seq.extend(host[i][1:1 + host[i][0] + 1], speculative_step=self.speculative)
+                updates.append(self._update(seq, kept))
+        for seq in [s for s in self.slots if s is not None and s.finished]:
+            self._release(seq)
+        return updates
+
+    def _update(self, seq: Sequence, kept: list[int]) -> Update:
+        return Update(seq.id, kept, seq.text_delta(), seq.finished, seq.finish_reason)
+
+    def _admit(self) -> list[Update]:
+        updates = []
+        while self.waiting and None in self.slots:
+            seq = self.waiting.popleft()
+            slot = self.slots.index(None)
+            self.slots[slot] = seq
+            first = self._prefill(slot, seq)
+            updates.append(self._update(seq, seq.extend([first], speculative_step=False)))
+        return updates
+
+    def _prefill(self, slot: int, seq: Sequence) -> int:
+        n = len(seq.prompt_ids)
+        ids = torch.tensor([seq.prompt_ids], dtype=torch.long, device=self.device)
+        pos = torch.arange(n, device=self.device)[None]
+        layer_ids = self.draft.target_layer_ids if self.speculative else None
+        self.target.state.kv_len = None
+        logits, feats = self.target.forward(ids, pos, slot=slot, logits_to_keep=1, layer_ids=layer_ids,
+                                            kv_len=min(_round_up(n, _ALIGN), self.capacity))
+        first = self._sample_last(logits[:, -1], [seq])[0]
+        if self.speculative:
+            ctx = self.draft.project_context(feats.to(self.draft.dtype))
+            self.dcache.write(self.draft.context_kv(ctx, pos), pos, slot=slot)
+            self.pend_feats[slot].zero_()
+            self.pend_pos[slot] = n  # nothing pending: a junk chunk written at >= n is harmless
+        self.anchor_tok[slot] = first
+        self.anchor_pos[slot] = n
+        self.active[slot] = True
+        return int(first)
+
+    # ------------------------------------------------------------------ kernels
+    def _uniforms(self, seqs: list[Sequence | None], width: int) -> torch.Tensor:
+        u = torch.rand(len(seqs), width, device=self.device)
+        for i, seq in enumerate(seqs):
+            if seq is not None and seq.generator is not None:
+                u[i] = torch.rand(width, device=self.device, generator=seq.generator)
+        return u
+
+    def _sample_last(self, logits: torch.Tensor, seqs: list[Sequence | None]) -> torch.Tensor:
+        """logits [b, V] -> next token [b] under each row's own sampling settings."""
+        s = BatchSampling.build([q.params if q else None for q in seqs], self.device)
+        best = logits.argmax(-1)
+        if s.all_greedy:
+            return best
+        drawn = sampling.sample(sampling.probs(logits[:, None], s)[:, 0], self._uniforms(seqs, 1)[:, 0])
+        return torch.where(s.greedy, best, drawn)
+
+    def _kv_len(self, rows: int) -> int:
+        longest = max(s.anchor_pos for s in self.slots[:rows] if s is not None)
+        return min(_round_up(longest + self.block_size, _ALIGN), self.capacity)
+
+    def _tick(self, name: str) -> None:
+        if self.profile is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        last = self.profile.get("_t", now)
+        self.profile[name] = self.profile.get(name, 0.0) + (now - last)
+        self.profile["_t"] = now
+
+    def _autoregressive_step(self, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        seqs = self.slots[:rows]
+        self._tick("other")
+        logits, _ = self.target.forward(self.anchor_tok[:rows, None], self.anchor_pos[:rows, None],
+                                        kv_len=self._kv_len(rows))
+        nxt = self._sample_last(logits[:, -1], seqs)
+        self._tick("verify")
+        active = self.active[:rows]
+        self.anchor_tok[:rows] = nxt
+        self.anchor_pos[:rows] = torch.where(active, self.anchor_pos[:rows] + 1, 0)
+        return torch.zeros_like(nxt), nxt[:, None]
+
+    def _speculative_step(self, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        draft, target, size = self.draft, self.target, self.block_size
+        seqs = self.slots[:rows]
+        s = BatchSampling.build([q.params if q else None for q in seqs], self.device)
+        offsets = torch.arange(size, device=self.device)
+        anchor_pos = self.anchor_pos[:rows]
+        block_pos = anchor_pos[:, None] + offsets  # [b, T]
+        kv_len = self._kv_len(rows)
+        self._tick("other")
+
+        # 1. the drafter absorbs the context features accepted in the previous step
+        pend_pos = self.pend_pos[:rows, None] + offsets
+        ctx = draft.project_context(self.pend_feats[:rows, :size].to(draft.dtype))
+        self.dcache.write(draft.context_kv(ctx, pend_pos), pend_pos)
+        # 2. one parallel pass drafts the whole block
+        block = torch.full((rows, size), draft.mask_token_id, dtype=torch.long, device=self.device)
+        block[:, 0] = self.anchor_tok[:rows]
+        keys = torch.arange(kv_len, device=self.device)[None].expand(rows, -1)
+        spec = MaskSpec(q_pos=block_pos, k_pos=keys, k_valid=keys < anchor_pos[:, None])
+        noise = target.embed(block, draft.config.input_embedding_scale).to(draft.dtype)
+        hidden = draft(noise, block_pos, self.dcache.views(rows, kv_len), spec)
+        draft_logits = draft.logits(hidden[:, 1:], target.lm_head_weight.to(draft.dtype))  # [b, T-1, V]
+        greedy_drafts = draft_logits.argmax(-1)
+        if s.all_greedy:
+            drafts, q, u = greedy_drafts, None, None
+        else:
+            u = self._uniforms(seqs, 2 * size - 1)
+            q = sampling.probs(draft_logits, s)
+            drafts = torch.where(s.greedy[:, None], greedy_drafts, sampling.sample(q, u[:, :size - 1]))
+        block[:, 1:] = drafts
+        self._tick("draft")
+
+        # 3. the target verifies the block in one forward
+        logits, feats = target.forward(block, block_pos, kv_len=kv_len, layer_ids=draft.target_layer_ids)
+        # 4. accept the longest correct prefix, plus one token of the target's own
+        accepted, nxt = sampling.accept_greedy(drafts, logits)
+        if not s.all_greedy:
+            p = sampling.probs(logits, s)
+            acc_s, nxt_s = sampling.accept_rejection(drafts, p, q, u[:, size - 1:2 * size - 2], u[:, -1])
+            accepted = torch.where(s.greedy, accepted, acc_s)
+            nxt = torch.where(s.greedy, nxt, nxt_s)
+        tokens = torch.cat([drafts, drafts[:, :1]], dim=1).scatter(1, accepted[:, None], nxt[:, None])
+        self._tick("verify")
+
+        active = self.active[:rows]
+        self.pend_feats[:rows, :size] = feats
+        self.pend_pos[:rows] = torch.where(active, anchor_pos, 0)
+        self.anchor_pos[:rows] = torch.where(active, anchor_pos + accepted + 1, 0)
+        self.anchor_tok[:rows] = nxt
+        return accepted, tokens
+
+    # ----------------------------------------------------------------- helpers
+    def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams] | None = None, *,
+                 speculative: bool | None = None, progress: bool = False,
+                 on_update: Callable[[Update], None] | None = None) -> list[GenerationResult]:
+        """Generate for many prompts with continuous batching; results in prompt order."""
+        if self.has_work():
+            raise RuntimeError("generate() needs an idle engine; use add_request/step for concurrent use")
+        if not isinstance(params, list):
+            params = [params or SamplingParams()] * len(prompts)
+        if len(params) != len(prompts):
+            raise RequestError(f"{len(prompts)} prompts but {len(params)} sampling settings")
+        previous = self.speculative
+        if speculative is not None:
+            if speculative and self.draft is None:
+                raise RequestError("speculative decoding needs a drafter")
+            self.speculative = speculative and self.block_size > 1
+        try:
+            ids = [self.add_request(p, q) for p, q in zip(prompts, params)]
+            bar = None
+            if progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=len(ids), desc="generate", unit="req")
+            while self.has_work():
+                for update in self.step():
+                    if on_update is not None:
+                        on_update(update)
+                    if update.finished and bar is not None:
+                        bar.update(1)
+            if bar is not None:
+                bar.close()
+            return [self.pop_result(i) for i in ids]
+        finally:
+            self.speculative = previous
+
+    def stream(self, prompt_ids: list[int], params: SamplingParams | None = None) -> Iterator[Update]:
+        """Yield updates of one request as they are produced (other queued requests advance too)."""
+        seq_id = self.add_request(prompt_ids, params)
+        try:
+            while True:
+                for update in self.step():
+                    if update.seq_id == seq_id:
+                        yield update
+                        if update.finished:
+                            return
+        finally:
+            self.abort(seq_id)
+
+    def chat_prompt(self, messages: list[dict], **template_kwargs) -> list[int]:
+        """Token ids of a chat with the model's own template and the assistant turn opened."""
+        return chat_prompt(self.tokenizer, messages, **template_kwargs)
+
+
+def chat_prompt(tokenizer, messages: list[dict], **template_kwargs) -> list[int]:
+    if not messages:
+        raise RequestError("messages is empty: give at least one message")
+    for m in messages:
+        if not isinstance(m, dict) or not isinstance(m.get("content"), str) or m.get("role") not in (
+                "system", "user", "assistant", "developer", "tool"):
+            raise RequestError(f"bad message {m!r}: need {{'role': system|user|assistant, 'content': str}}")
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **template_kwargs)
+        return tokenizer.encode(text, add_special_tokens=False)
+    text = "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"
+    return tokenizer.encode(text)

@@ -1,0 +1,139 @@
+"""Sampling math: logits -> probabilities (temperature, top-k, top-p) and the lossless acceptance rules.
+
+The same `probs` function is applied to target and drafter logits, so rejection sampling preserves
+the target's *processed* distribution exactly. All randomness enters as uniforms, drawn per sequence
+from that sequence's own generator: a seeded request gives the same tokens whatever else is batched.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import RequestError
+
+
+@dataclass
+class SamplingParams:
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    stop: list[str] | None = None
+    stop_token_ids: list[int] | None = None  # None: the model's end-of-turn tokens
+    ignore_eos: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    def validate(self) -> None:
+        def bad(name, value, want):
+            raise RequestError(f"invalid {name}={value!r}: {want}")
+
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            bad("max_new_tokens", self.max_new_tokens, "must be an integer >= 1")
+        if not isinstance(self.temperature, (int, float)) or not math.isfinite(self.temperature) or self.temperature < 0:
+            bad("temperature", self.temperature, "must be a finite number >= 0 (0 = greedy)")
+        if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
+            bad("top_p", self.top_p, "must be in (0, 1]")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+            bad("top_k", self.top_k, "must be an integer >= 0 (0 = off)")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            bad("seed", self.seed, "must be an integer")
+        if self.stop is not None:
+            if isinstance(self.stop, str):
+                self.stop = [self.stop]
+            if not all(isinstance(s, str) and s for s in self.stop):
+                bad("stop", self.stop, "must be non-empty strings")
+        if self.stop_token_ids is not None and not all(isinstance(i, int) and i >= 0 for i in self.stop_token_ids):
+            bad("stop_token_ids", self.stop_token_ids, "must be non-negative integers")
+        self.temperature = float(self.temperature)
+        self.top_p = float(self.top_p)
+
+
+@dataclass
+class BatchSampling:
+    """Per-row sampling settings as tensors, built once per batch composition."""
+
+    temperature: torch.Tensor  # [B] float, 0 for greedy rows
+    top_p: torch.Tensor  # [B]
+    top_k: torch.Tensor  # [B] long, 0 = off
+    greedy: torch.Tensor  # [B] bool
+    all_greedy: bool
+    needs_filter: bool
+
+    @classmethod
+    def build(cls, params: list[SamplingParams | None], device) -> "BatchSampling":
+        rows = [p or SamplingParams() for p in params]
+        temp = torch.tensor([p.temperature for p in rows], dtype=torch.float32, device=device)
+        return cls(
+            temperature=temp,
+            top_p=torch.tensor([p.top_p for p in rows], dtype=torch.float32, device=device),
+            top_k=torch.tensor([p.top_k for p in rows], dtype=torch.long, device=device),
+            greedy=temp == 0,
+            all_greedy=all(p.greedy for p in rows),
+            needs_filter=any(not p.greedy and (p.top_p < 1 or p.top_k > 0) for p in rows),
+        )
+
+
+def probs(logits: torch.Tensor, s: BatchSampling) -> torch.Tensor:
+    """logits [B, K, V] -> fp32 probabilities after temperature, top-k, then top-p (rows' own settings)."""
+    temp = torch.where(s.greedy, torch.ones_like(s.temperature), s.temperature)
+    scores = logits.float() / temp[:, None, None]
+    if s.needs_filter:
+        vocab = scores.shape[-1]
+        sorted_scores, order = scores.sort(dim=-1, descending=True)
+        k = torch.where(s.top_k > 0, s.top_k.clamp(max=vocab), torch.full_like(s.top_k, vocab))
+        ranks = torch.arange(vocab, device=scores.device)
+        keep = ranks[None, None, :] < k[:, None, None]
+        sorted_scores = sorted_scores.masked_fill(~keep, float("-inf"))
+        sorted_probs = sorted_scores.softmax(-1)
+        before = sorted_probs.cumsum(-1) - sorted_probs  # mass strictly above each token
+        keep = keep & (before < s.top_p[:, None, None])
+        sorted_scores = sorted_scores.masked_fill(~keep, float("-inf"))
+        scores = torch.full_like(scores, float("-inf")).scatter(-1, order, sorted_scores)
+    return scores.softmax(-1)
+
+
+def sample(p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF sampling: p [..., V], u [...] uniform in [0, 1) -> token ids [...]."""
+    cdf = p.cumsum(-1)
+    target = u[..., None] * cdf[..., -1:]
+    return (cdf <= target).sum(-1).clamp(max=p.shape[-1] - 1)
+
+
+def accept_greedy(drafts: torch.Tensor, target_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """drafts [B, K], target_logits [B, K+1, V] -> (accepted count [B], next token [B])."""
+    best = target_logits.argmax(-1)  # [B, K+1]
+    accepted = (drafts == best[:, :-1]).int().cumprod(-1).sum(-1)
+    return accepted, best.gather(1, accepted[:, None])[:, 0]
+
+
+def accept_rejection(drafts: torch.Tensor, p: torch.Tensor, q: torch.Tensor, u_accept: torch.Tensor,
+                     u_resample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Speculative rejection sampling (Leviathan et al.; Chen et al.), vectorised over the batch.
+
+    drafts [B, K] were sampled from q [B, K, V]; p [B, K+1, V] is the target. Accept d_i while
+    u_i * q(d_i) < p(d_i); at the first rejection sample from norm(max(0, p - q)); if all K are
+    accepted, sample the bonus from p[K]. Returns (accepted count [B], next token [B]).
+    """
+    b, k = drafts.shape
+    p_d = p[:, :k].gather(-1, drafts[..., None])[..., 0]
+    q_d = q.gather(-1, drafts[..., None])[..., 0]
+    ok = u_accept * q_d < p_d
+    accepted = ok.int().cumprod(-1).sum(-1)  # [B]
+    rows = torch.arange(b, device=p.device)
+    p_next = p[rows, accepted]  # [B, V]
+    q_pad = torch.cat([q, torch.zeros_like(q[:, :1])], dim=1)  # q = 0 after the last draft: residual = p
+    residual = (p_next - q_pad[rows, accepted]).clamp_min(0)
+    mass = residual.sum(-1, keepdim=True)
+    residual = torch.where(mass > 0, residual / mass.clamp_min(1e-30), p_next)
+    return accepted, sample(residual, u_resample)

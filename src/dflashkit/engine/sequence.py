@@ -1,0 +1,143 @@
+"""Host-side state of one request: its tokens, stop conditions, streaming text and statistics."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .sampling import SamplingParams
+
+_TAIL = 48  # tokens re-decoded when looking for a stop string that may span tokens
+
+
+@dataclass
+class GenerationResult:
+    token_ids: list[int]
+    text: str
+    finish_reason: str  # "stop" | "length" | "abort"
+    acceptance_lengths: list[int]
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_s: float
+    elapsed_s: float
+
+    @property
+    def steps(self) -> int:
+        return len(self.acceptance_lengths)
+
+    @property
+    def mean_acceptance_length(self) -> float:
+        return sum(self.acceptance_lengths) / len(self.acceptance_lengths) if self.acceptance_lengths else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.completion_tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass
+class Update:
+    """What one engine step produced for one sequence."""
+
+    seq_id: int
+    token_ids: list[int]
+    text: str  # newly releasable text (held back while it may still become a stop string)
+    finished: bool
+    finish_reason: str | None
+
+
+@dataclass
+class Sequence:
+    id: int
+    prompt_ids: list[int]
+    params: SamplingParams
+    stop_ids: frozenset
+    limit: int  # most tokens it may generate (max_new_tokens, cut to the context)
+    tokenizer: object | None = None
+    generated: list[int] = field(default_factory=list)
+    acceptance_lengths: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+    generator: torch.Generator | None = None
+    t_submit: float = field(default_factory=time.perf_counter)
+    t_first: float | None = None
+    t_end: float | None = None
+    _sent_chars: int = 0
+    _stop_at: int | None = None  # char offset of a matched stop string
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def anchor_pos(self) -> int:
+        """Position of the last committed token (not yet in the target's KV cache)."""
+        return len(self.prompt_ids) + len(self.generated) - 1
+
+    def extend(self, new: list[int], speculative_step: bool) -> list[int]:
+        """Commit tokens in order, stopping at max length, stop tokens or stop strings; returns those kept."""
+        kept: list[int] = []
+        for token in new:
+            if self.finished:
+                break
+            self.generated.append(token)
+            kept.append(token)
+            if token in self.stop_ids:
+                self.finish_reason = "stop"
+            elif self.params.stop and self._find_stop():
+                self.finish_reason = "stop"
+            elif len(self.generated) >= self.limit:
+                self.finish_reason = "length"
+        if speculative_step and kept:
+            self.acceptance_lengths.append(len(kept))
+        now = time.perf_counter()
+        if self.t_first is None:
+            self.t_first = now
+        if self.finished:
+            self.t_end = now
+        return kept
+
+    def _find_stop(self) -> bool:
+        tail = self.tokenizer.decode(self.generated[-_TAIL:], skip_special_tokens=True)
+        if not any(s in tail for s in self.params.stop):
+            return False
+        text = self.full_text()
+        hits = [text.find(s) for s in self.params.stop if s in text]
+        self._stop_at = min(hits) if hits else None
+        return self._stop_at is not None
+
+    def full_text(self) -> str:
+        if self.tokenizer is None:
+            return ""
+        return self.tokenizer.decode(self.generated, skip_special_tokens=True)
+
+    def final_text(self) -> str:
+        text = self.full_text()
+        return text[:self._stop_at] if self._stop_at is not None else text
+
+    def text_delta(self) -> str:
+        """New text since the last call, holding back a trailing partial UTF-8 char or stop-string prefix."""
+        if self.tokenizer is None:
+            return ""
+        text = self.final_text()
+        end = len(text)
+        if not self.finished:
+            if text.endswith("\ufffd"):
+                end -= 1
+            for stop in self.params.stop or ():
+                for k in range(min(len(stop) - 1, end), 0, -1):
+                    if text[:end].endswith(stop[:k]):
+                        end -= k
+                        break
+        end = max(end, self._sent_chars)
+        delta = text[self._sent_chars:end]
+        self._sent_chars = end
+        return delta
+
+    def result(self) -> GenerationResult:
+        end = self.t_end or time.perf_counter()
+        return GenerationResult(
+            token_ids=list(self.generated), text=self.final_text(), finish_reason=self.finish_reason or "abort",
+            acceptance_lengths=list(self.acceptance_lengths), prompt_tokens=len(self.prompt_ids),
+            completion_tokens=len(self.generated), ttft_s=(self.t_first or end) - self.t_submit,
+            elapsed_s=end - self.t_submit)
