@@ -53,6 +53,7 @@ class Generator:
         self._ids = itertools.count()
         self._allocated = False
         self.profile: dict[str, float] | None = None  # set to {} to collect per-phase times (adds syncs)
+        self.oracle_accept: int | None = None  # oracle mode: drafts replayed from reference tokens
 
     # ----------------------------------------------------------------- storage
     def _allocate(self) -> None:
@@ -70,11 +71,22 @@ class Generator:
             width = len(self.draft.target_layer_ids) * t.hidden_size
             self.pend_feats = torch.zeros(b, self.draft.block_size, width, dtype=t.dtype, device=dev)
             self.pend_pos = torch.zeros(b, dtype=torch.long, device=dev)
+            self.oracle_table = torch.zeros(b, self.capacity, dtype=torch.long, device=dev)
         self._allocated = True
 
     # ----------------------------------------------------------------- requests
-    def add_request(self, prompt_ids: list[int], params: SamplingParams | None = None) -> int:
-        """Queue a request; it joins the batch at the next step with a free slot. Returns its id."""
+    def set_oracle(self, tau: int | None) -> None:
+        """Benchmark the engine itself: drafts replay each request's `reference` tokens, cut so that exactly
+        `tau` tokens (tau - 1 drafts + the target's own) are accepted per step. The drafter still runs."""
+        if tau is not None and not 1 <= tau <= self.block_size:
+            raise RequestError(f"oracle tau must be in 1..{self.block_size}")
+        self.oracle_accept = None if tau is None else tau - 1
+
+    def add_request(self, prompt_ids: list[int], params: SamplingParams | None = None,
+                    reference: list[int] | None = None) -> int:
+        """Queue a request; it joins the batch at the next step with a free slot. Returns its id.
+
+        `reference`: the expected continuation, only used in oracle mode (`set_oracle`)."""
         params = params or SamplingParams()
         params.validate()
         if not prompt_ids:
@@ -90,6 +102,7 @@ class Generator:
                        stop_ids=frozenset(() if params.ignore_eos else stop_ids),
                        limit=min(params.max_new_tokens, self.max_length - len(prompt_ids)),
                        tokenizer=self.tokenizer)
+        seq.reference = reference
         if params.seed is not None:
             seq.generator = torch.Generator(device=self.device).manual_seed(params.seed)
         self.sequences[seq.id] = seq
@@ -120,7 +133,8 @@ class Generator:
         for i, s in enumerate(self.slots):
             if s is seq:
                 self.slots[i] = None
-                self.active[i] = False
+                with torch.inference_mode():  # engine buffers are inference tensors
+                    self.active[i] = False
 
     # --------------------------------------------------------------------- step
     @torch.inference_mode()
@@ -161,7 +175,6 @@ class Generator:
         ids = torch.tensor([seq.prompt_ids], dtype=torch.long, device=self.device)
         pos = torch.arange(n, device=self.device)[None]
         layer_ids = self.draft.target_layer_ids if self.speculative else None
-        self.target.state.kv_len = None
         logits, feats = self.target.forward(ids, pos, slot=slot, logits_to_keep=1, layer_ids=layer_ids,
                                             kv_len=min(_round_up(n, _ALIGN), self.capacity))
         first = self._sample_last(logits[:, -1], [seq])[0]
@@ -170,6 +183,10 @@ class Generator:
             self.dcache.write(self.draft.context_kv(ctx, pos), pos, slot=slot)
             self.pend_feats[slot].zero_()
             self.pend_pos[slot] = n  # nothing pending: a junk chunk written at >= n is harmless
+        if self.oracle_accept is not None:
+            ref = (seq.prompt_ids + [int(first)] + list(seq.reference or [])[1:])[:self.capacity]
+            self.oracle_table[slot].zero_()
+            self.oracle_table[slot, :len(ref)] = torch.tensor(ref, device=self.device)
         self.anchor_tok[slot] = first
         self.anchor_pos[slot] = n
         self.active[slot] = True
@@ -247,6 +264,8 @@ class Generator:
             u = self._uniforms(seqs, 2 * size - 1)
             q = sampling.probs(draft_logits, s)
             drafts = torch.where(s.greedy[:, None], greedy_drafts, sampling.sample(q, u[:, :size - 1]))
+        if self.oracle_accept is not None:
+            drafts = self._oracle_drafts(anchor_pos, offsets[:size - 1])
         block[:, 1:] = drafts
         self._tick("draft")
 
@@ -269,9 +288,17 @@ class Generator:
         self.anchor_tok[:rows] = nxt
         return accepted, tokens
 
+    def _oracle_drafts(self, anchor_pos: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        rows = anchor_pos.shape[0]
+        index = (anchor_pos[:, None] + 1 + offsets).clamp(max=self.capacity - 1)
+        ref = self.oracle_table[:rows].gather(1, index)
+        wrong = (ref + 1) % self.target.vocab_size
+        return torch.where(offsets < self.oracle_accept, ref, wrong)
+
     # ----------------------------------------------------------------- helpers
     def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams] | None = None, *,
                  speculative: bool | None = None, progress: bool = False,
+                 references: list[list[int]] | None = None,
                  on_update: Callable[[Update], None] | None = None) -> list[GenerationResult]:
         """Generate for many prompts with continuous batching; results in prompt order."""
         if self.has_work():
@@ -286,7 +313,8 @@ class Generator:
                 raise RequestError("speculative decoding needs a drafter")
             self.speculative = speculative and self.block_size > 1
         try:
-            ids = [self.add_request(p, q) for p, q in zip(prompts, params)]
+            refs = references or [None] * len(prompts)
+            ids = [self.add_request(p, q, r) for p, q, r in zip(prompts, params, refs)]
             bar = None
             if progress:
                 from tqdm.auto import tqdm

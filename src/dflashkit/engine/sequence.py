@@ -59,6 +59,7 @@ class Sequence:
     acceptance_lengths: list[int] = field(default_factory=list)
     finish_reason: str | None = None
     generator: torch.Generator | None = None
+    reference: list[int] | None = None  # oracle mode: the continuation the drafts replay
     t_submit: float = field(default_factory=time.perf_counter)
     t_first: float | None = None
     t_end: float | None = None

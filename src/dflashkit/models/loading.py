@@ -86,7 +86,7 @@ def convert_gguf(gguf: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        import gguf  # noqa: F401
+        import gguf as _gguf  # noqa: F401
     except ImportError as exc:
         raise ConfigError("loading a .gguf target needs the 'gguf' package (pip install gguf)") from exc
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
