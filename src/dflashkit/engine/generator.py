@@ -19,15 +19,26 @@ from ..models.compat import check_compatible
 from ..models.drafter import DFlashDraft, MaskSpec
 from ..models.target import TargetModel
 from . import sampling
+from .block_size import BlockSizeController
 from .draft_cache import DraftCache
+from .graphs import GraphCache
 from .sampling import BatchSampling, SamplingParams
 from .sequence import GenerationResult, Sequence, Update
 
-_ALIGN = 64  # attention length granularity: attend over cache[:round_up(longest + block)]
+_ALIGN = 64  # prefill attends over cache[:round_up(prompt, 64)]
+_MIN_KV = 256  # decode attends over cache[:power of two >= longest sequence + block], at least this
 
 
 def _round_up(x: int, k: int) -> int:
     return (x + k - 1) // k * k
+
+
+def _bucket(x: int, cap: int, floor: int = 1) -> int:
+    """Next power of two >= x (>= floor), capped: few distinct shapes, so few CUDA graphs."""
+    b = floor
+    while b < x:
+        b *= 2
+    return min(b, cap)
 
 
 class Generator:
@@ -35,7 +46,7 @@ class Generator:
 
     def __init__(self, target: TargetModel, draft: DFlashDraft | None = None, tokenizer=None, *,
                  block_size: int | None = None, max_batch: int = 8, max_length: int | None = None,
-                 speculative: bool = True):
+                 speculative: bool = True, cuda_graphs: bool = True, adaptive_block_size: bool | None = None):
         if draft is not None:
             check_compatible(target, draft)
         self.target, self.draft = target, draft
@@ -43,6 +54,9 @@ class Generator:
         if block_size is not None and draft is not None and not 1 <= block_size <= draft.block_size:
             raise RequestError(f"block_size {block_size} must be in 1..{draft.block_size} (the drafter's block size)")
         self.block_size = block_size or (draft.block_size if draft is not None else 1)
+        # adaptive unless the caller fixed the block size: see block_size.py
+        adaptive = block_size is None if adaptive_block_size is None else adaptive_block_size
+        self.controller = BlockSizeController(self.block_size, fixed=None if adaptive else self.block_size)
         self.max_batch = max_batch
         self.max_length = min(max_length or 4096, target.max_positions)
         self.speculative = speculative and draft is not None and self.block_size > 1
@@ -52,7 +66,9 @@ class Generator:
         self.sequences: dict[int, Sequence] = {}
         self._ids = itertools.count()
         self._allocated = False
+        self.graphs = GraphCache(cuda_graphs and self.device.type == "cuda")
         self.profile: dict[str, float] | None = None  # set to {} to collect per-phase times (adds syncs)
+        self.last_block_size = self.block_size
         self.oracle_accept: int | None = None  # oracle mode: drafts replayed from reference tokens
 
     # ----------------------------------------------------------------- storage
@@ -60,12 +76,18 @@ class Generator:
         if self._allocated:
             return
         t, dev = self.target, self.device
-        self.capacity = self.max_length + max(self.block_size, 1)
+        # slack for a block (or the drafter's fixed context chunk) written past the longest sequence
+        self.capacity = self.max_length + (self.draft.block_size if self.draft is not None else 1)
         t.allocate(self.max_batch, self.capacity)
         b = self.max_batch
         self.anchor_tok = torch.zeros(b, dtype=torch.long, device=dev)
         self.anchor_pos = torch.zeros(b, dtype=torch.long, device=dev)
         self.active = torch.zeros(b, dtype=torch.bool, device=dev)
+        # per-slot sampling settings and random numbers: persistent, so CUDA graphs can read them
+        self.s_temp = torch.zeros(b, dtype=torch.float32, device=dev)
+        self.s_top_p = torch.ones(b, dtype=torch.float32, device=dev)
+        self.s_top_k = torch.zeros(b, dtype=torch.long, device=dev)
+        self.uniforms = torch.zeros(b, 2 * max(self.block_size, 1), dtype=torch.float32, device=dev)
         if self.draft is not None:
             self.dcache = DraftCache(self.draft, b, self.capacity)
             width = len(self.draft.target_layer_ids) * t.hidden_size
@@ -144,15 +166,28 @@ class Generator:
         updates = self._admit()
         running = [(i, s) for i, s in enumerate(self.slots) if s is not None and not s.finished]
         if running:
-            rows = running[-1][0] + 1
-            if self.speculative:
-                counts, tokens = self._speculative_step(rows)
-            else:
-                counts, tokens = self._autoregressive_step(rows)
+            t0 = time.perf_counter()
+            rows = _bucket(running[-1][0] + 1, self.max_batch)
+            seqs = self.slots[:rows]
+            greedy = all(s is None or s.params.greedy for s in seqs)
+            size = self.controller.choose(rows) if self.speculative else 1
+            kv_len = _bucket(max(s.anchor_pos for _, s in running) + size, self.capacity, _MIN_KV)
+            if not greedy:
+                self._fill_uniforms(seqs, 2 * size)
+            key = (rows, kv_len, size, greedy, self.speculative, self.oracle_accept)
+            self._tick("other")
+            body = lambda: self._step_body(rows, kv_len, size, greedy)  # noqa: E731
+            counts, tokens = self.graphs.run(key, body) if self.profile is None else body()
             host = torch.cat([counts[:, None], tokens], dim=1).tolist()  # the step's one sync
+            self._tick("step")
+            lengths = []
             for i, seq in running:
                 kept = seq.extend(host[i][1:1 + host[i][0] + 1], speculative_step=self.speculative)
+                lengths.append(len(kept))
                 updates.append(self._update(seq, kept))
+            if self.speculative:
+                self.controller.observe(rows, size, time.perf_counter() - t0, lengths)
+            self.last_block_size = size
         for seq in [s for s in self.slots if s is not None and s.finished]:
             self._release(seq)
         return updates
@@ -172,12 +207,20 @@ class Generator:
 
     def _prefill(self, slot: int, seq: Sequence) -> int:
         n = len(seq.prompt_ids)
+        self.s_temp[slot] = seq.params.temperature
+        self.s_top_p[slot] = seq.params.top_p
+        self.s_top_k[slot] = seq.params.top_k
         ids = torch.tensor([seq.prompt_ids], dtype=torch.long, device=self.device)
         pos = torch.arange(n, device=self.device)[None]
         layer_ids = self.draft.target_layer_ids if self.speculative else None
         logits, feats = self.target.forward(ids, pos, slot=slot, logits_to_keep=1, layer_ids=layer_ids,
                                             kv_len=min(_round_up(n, _ALIGN), self.capacity))
-        first = self._sample_last(logits[:, -1], [seq])[0]
+        if seq.params.greedy:
+            first = logits[0, -1].argmax()
+        else:
+            s = self._sampling(slot, slot + 1)
+            self._fill_uniforms([seq], 1, start=slot)
+            first = sampling.sample(sampling.probs(logits[:, -1:], s)[:, 0], self.uniforms[slot:slot + 1, 0])[0]
         if self.speculative:
             ctx = self.draft.project_context(feats.to(self.draft.dtype))
             self.dcache.write(self.draft.context_kv(ctx, pos), pos, slot=slot)
@@ -193,25 +236,18 @@ class Generator:
         return int(first)
 
     # ------------------------------------------------------------------ kernels
-    def _uniforms(self, seqs: list[Sequence | None], width: int) -> torch.Tensor:
-        u = torch.rand(len(seqs), width, device=self.device)
+    def _fill_uniforms(self, seqs: list[Sequence | None], width: int, start: int = 0) -> None:
+        """Random numbers for this step: a seeded sequence draws from its own generator."""
+        block = self.uniforms[start:start + len(seqs), :width]
+        block.uniform_()
         for i, seq in enumerate(seqs):
             if seq is not None and seq.generator is not None:
-                u[i] = torch.rand(width, device=self.device, generator=seq.generator)
-        return u
+                block[i] = torch.rand(width, device=self.device, generator=seq.generator)
 
-    def _sample_last(self, logits: torch.Tensor, seqs: list[Sequence | None]) -> torch.Tensor:
-        """logits [b, V] -> next token [b] under each row's own sampling settings."""
-        s = BatchSampling.build([q.params if q else None for q in seqs], self.device)
-        best = logits.argmax(-1)
-        if s.all_greedy:
-            return best
-        drawn = sampling.sample(sampling.probs(logits[:, None], s)[:, 0], self._uniforms(seqs, 1)[:, 0])
-        return torch.where(s.greedy, best, drawn)
-
-    def _kv_len(self, rows: int) -> int:
-        longest = max(s.anchor_pos for s in self.slots[:rows] if s is not None)
-        return min(_round_up(longest + self.block_size, _ALIGN), self.capacity)
+    def _sampling(self, lo: int, hi: int) -> BatchSampling:
+        temp = self.s_temp[lo:hi]
+        return BatchSampling(temperature=temp, top_p=self.s_top_p[lo:hi], top_k=self.s_top_k[lo:hi],
+                             greedy=temp == 0, all_greedy=False, needs_filter=True)
 
     def _tick(self, name: str) -> None:
         if self.profile is None:
@@ -223,67 +259,63 @@ class Generator:
         self.profile[name] = self.profile.get(name, 0.0) + (now - last)
         self.profile["_t"] = now
 
-    def _autoregressive_step(self, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-        seqs = self.slots[:rows]
-        self._tick("other")
-        logits, _ = self.target.forward(self.anchor_tok[:rows, None], self.anchor_pos[:rows, None],
-                                        kv_len=self._kv_len(rows))
-        nxt = self._sample_last(logits[:, -1], seqs)
-        self._tick("verify")
-        active = self.active[:rows]
-        self.anchor_tok[:rows] = nxt
-        self.anchor_pos[:rows] = torch.where(active, self.anchor_pos[:rows] + 1, 0)
-        return torch.zeros_like(nxt), nxt[:, None]
+    def _step_body(self, rows: int, kv_len: int, size: int, greedy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step on rows 0..rows-1 from persistent buffers only (CUDA-graph safe).
 
-    def _speculative_step(self, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-        draft, target, size = self.draft, self.target, self.block_size
-        seqs = self.slots[:rows]
-        s = BatchSampling.build([q.params if q else None for q in seqs], self.device)
-        offsets = torch.arange(size, device=self.device)
+        Returns (accepted drafts [rows], committed tokens [rows, size]; the first accepted + 1 are real).
+        """
+        draft, target = self.draft, self.target
+        s = None if greedy else self._sampling(0, rows)
         anchor_pos = self.anchor_pos[:rows]
+        offsets = torch.arange(max(size, 1), device=self.device)
         block_pos = anchor_pos[:, None] + offsets  # [b, T]
-        kv_len = self._kv_len(rows)
-        self._tick("other")
-
-        # 1. the drafter absorbs the context features accepted in the previous step
-        pend_pos = self.pend_pos[:rows, None] + offsets
-        ctx = draft.project_context(self.pend_feats[:rows, :size].to(draft.dtype))
-        self.dcache.write(draft.context_kv(ctx, pend_pos), pend_pos)
-        # 2. one parallel pass drafts the whole block
-        block = torch.full((rows, size), draft.mask_token_id, dtype=torch.long, device=self.device)
-        block[:, 0] = self.anchor_tok[:rows]
-        keys = torch.arange(kv_len, device=self.device)[None].expand(rows, -1)
-        spec = MaskSpec(q_pos=block_pos, k_pos=keys, k_valid=keys < anchor_pos[:, None])
-        noise = target.embed(block, draft.config.input_embedding_scale).to(draft.dtype)
-        hidden = draft(noise, block_pos, self.dcache.views(rows, kv_len), spec)
-        draft_logits = draft.logits(hidden[:, 1:], target.lm_head_weight.to(draft.dtype))  # [b, T-1, V]
-        greedy_drafts = draft_logits.argmax(-1)
-        if s.all_greedy:
-            drafts, q, u = greedy_drafts, None, None
-        else:
-            u = self._uniforms(seqs, 2 * size - 1)
-            q = sampling.probs(draft_logits, s)
-            drafts = torch.where(s.greedy[:, None], greedy_drafts, sampling.sample(q, u[:, :size - 1]))
-        if self.oracle_accept is not None:
-            drafts = self._oracle_drafts(anchor_pos, offsets[:size - 1])
-        block[:, 1:] = drafts
+        block = self.anchor_tok[:rows, None].repeat(1, size)
+        drafts = q = None
+        if self.speculative:
+            # 1. the drafter absorbs the context features accepted in the previous step (fixed chunk)
+            chunk = self.pend_feats.shape[1]
+            pend_pos = self.pend_pos[:rows, None] + torch.arange(chunk, device=self.device)
+            ctx = draft.project_context(self.pend_feats[:rows].to(draft.dtype))
+            self.dcache.write(draft.context_kv(ctx, pend_pos), pend_pos)
+        if size > 1:
+            # 2. one parallel pass drafts the whole block
+            block[:, 1:] = draft.mask_token_id
+            keys = torch.arange(kv_len, device=self.device)[None].expand(rows, -1)
+            spec = MaskSpec(q_pos=block_pos, k_pos=keys, k_valid=keys < anchor_pos[:, None])
+            noise = target.embed(block, draft.config.input_embedding_scale).to(draft.dtype)
+            hidden = draft(noise, block_pos, self.dcache.views(rows, kv_len), spec)
+            draft_logits = draft.logits(hidden[:, 1:], target.lm_head_weight.to(draft.dtype))  # [b, T-1, V]
+            drafts = draft_logits.argmax(-1)
+            if not greedy:
+                q = sampling.probs(draft_logits, s)
+                u = self.uniforms[:rows, :size - 1]
+                drafts = torch.where(s.greedy[:, None], drafts, sampling.sample(q, u))
+            if self.oracle_accept is not None:
+                drafts = self._oracle_drafts(anchor_pos, offsets[:size - 1])
+            block[:, 1:] = drafts
         self._tick("draft")
 
         # 3. the target verifies the block in one forward
-        logits, feats = target.forward(block, block_pos, kv_len=kv_len, layer_ids=draft.target_layer_ids)
+        layer_ids = draft.target_layer_ids if self.speculative else None
+        logits, feats = target.forward(block, block_pos, kv_len=kv_len, layer_ids=layer_ids)
         # 4. accept the longest correct prefix, plus one token of the target's own
+        if drafts is None:
+            drafts = block[:, :0]
+            q = logits.new_zeros(rows, 0, logits.shape[-1])
         accepted, nxt = sampling.accept_greedy(drafts, logits)
-        if not s.all_greedy:
+        if not greedy:
             p = sampling.probs(logits, s)
-            acc_s, nxt_s = sampling.accept_rejection(drafts, p, q, u[:, size - 1:2 * size - 2], u[:, -1])
+            u = self.uniforms[:rows]
+            acc_s, nxt_s = sampling.accept_rejection(drafts, p, q, u[:, size - 1:2 * size - 2], u[:, 2 * size - 1])
             accepted = torch.where(s.greedy, accepted, acc_s)
             nxt = torch.where(s.greedy, nxt, nxt_s)
-        tokens = torch.cat([drafts, drafts[:, :1]], dim=1).scatter(1, accepted[:, None], nxt[:, None])
+        tokens = torch.cat([drafts, nxt[:, None]], dim=1).scatter(1, accepted[:, None], nxt[:, None])
         self._tick("verify")
 
         active = self.active[:rows]
-        self.pend_feats[:rows, :size] = feats
-        self.pend_pos[:rows] = torch.where(active, anchor_pos, 0)
+        if self.speculative:
+            self.pend_feats[:rows, :size] = feats
+            self.pend_pos[:rows] = torch.where(active, anchor_pos, 0)
         self.anchor_pos[:rows] = torch.where(active, anchor_pos + accepted + 1, 0)
         self.anchor_tok[:rows] = nxt
         return accepted, tokens
