@@ -181,12 +181,11 @@ def bench_qwen3_8b_shape(args) -> dict:
         entry = {"ar": strip(ar)}
         refs = [r.token_ids for r in ar["results"]]
         for tau in args.tau:
-            gen.set_oracle(tau)
+            gen.set_oracle(tau, force=True)
             fl = run_engine(gen, prompts, params, speculative=True, references=refs, repeats=1)
             gen.set_oracle(None)
             entry[f"dflash_tau{tau}"] = strip(fl)
             entry[f"speedup_tau{tau}"] = fl["tokens_per_s"] / ar["tokens_per_s"]
-            entry[f"identical_tau{tau}"] = all(a.token_ids == b.token_ids for a, b in zip(ar["results"], fl["results"]))
         record[f"c{c}"] = entry
         print(json.dumps({f"c{c}": entry}), flush=True)
         del gen

@@ -124,3 +124,16 @@ def test_autoregressive_mode_equals_reference(family_target):
     prompts = random_prompts(3, seed=1)
     results = gen.generate(prompts, SamplingParams(max_new_tokens=16))
     assert [r.token_ids for r in results] == [reference_greedy(reference, p, 16) for p in prompts]
+
+
+def test_forced_oracle_commits_exactly_tau_tokens():
+    """Benchmark mode: tau tokens per step whatever the target says (the drafter and verify still run)."""
+    target, _ = build_tiny("llama", seed=13)
+    gen = Generator(target, random_draft(target), block_size=8, max_batch=2, max_length=128)
+    prompts = random_prompts(2, seed=4)
+    fake = [[(7 * i) % 96 for i in range(40)] for _ in prompts]
+    gen.set_oracle(5, force=True)
+    results = gen.generate(prompts, SamplingParams(max_new_tokens=40), references=fake)
+    for r, ref in zip(results, fake):
+        assert r.token_ids[1:] == ref[1:40]
+        assert r.acceptance_lengths[:-1] == [5] * (len(r.acceptance_lengths) - 1)

@@ -70,6 +70,7 @@ class Generator:
         self.profile: dict[str, float] | None = None  # set to {} to collect per-phase times (adds syncs)
         self.last_block_size = self.block_size
         self.oracle_accept: int | None = None  # oracle mode: drafts replayed from reference tokens
+        self.oracle_force = False
 
     # ----------------------------------------------------------------- storage
     def _allocate(self) -> None:
@@ -97,12 +98,17 @@ class Generator:
         self._allocated = True
 
     # ----------------------------------------------------------------- requests
-    def set_oracle(self, tau: int | None) -> None:
-        """Benchmark the engine itself: drafts replay each request's `reference` tokens, cut so that exactly
-        `tau` tokens (tau - 1 drafts + the target's own) are accepted per step. The drafter still runs."""
+    def set_oracle(self, tau: int | None, force: bool = False) -> None:
+        """Benchmark the engine itself: drafts replay each request's `reference` tokens, cut after tau - 1.
+
+        Without `force` the target still judges the drafts (a test of verification: a correct reference
+        gives exactly tau tokens per step). With `force` exactly tau are committed whatever the target
+        says: for timing the engine at a chosen tau on random-weight targets, whose near-flat bf16
+        logits make any replay disagree. Drafter and target still run in full either way."""
         if tau is not None and not 1 <= tau <= self.block_size:
             raise RequestError(f"oracle tau must be in 1..{self.block_size}")
         self.oracle_accept = None if tau is None else tau - 1
+        self.oracle_force = force and tau is not None
 
     def add_request(self, prompt_ids: list[int], params: SamplingParams | None = None,
                     reference: list[int] | None = None) -> int:
@@ -174,7 +180,7 @@ class Generator:
             kv_len = _bucket(max(s.anchor_pos for _, s in running) + size, self.capacity, _MIN_KV)
             if not greedy:
                 self._fill_uniforms(seqs, 2 * size)
-            key = (rows, kv_len, size, greedy, self.speculative, self.oracle_accept)
+            key = (rows, kv_len, size, greedy, self.speculative, self.oracle_accept, self.oracle_force)
             self._tick("other")
             body = lambda: self._step_body(rows, kv_len, size, greedy)  # noqa: E731
             counts, tokens = self.graphs.run(key, body) if self.profile is None else body()
@@ -309,6 +315,10 @@ class Generator:
             acc_s, nxt_s = sampling.accept_rejection(drafts, p, q, u[:, size - 1:2 * size - 2], u[:, 2 * size - 1])
             accepted = torch.where(s.greedy, accepted, acc_s)
             nxt = torch.where(s.greedy, nxt, nxt_s)
+        if self.oracle_force:
+            accepted = torch.full_like(accepted, min(self.oracle_accept, size - 1))
+            index = (anchor_pos + 1 + accepted).clamp(max=self.capacity - 1)
+            nxt = self.oracle_table[:rows].gather(1, index[:, None])[:, 0]
         tokens = torch.cat([drafts, nxt[:, None]], dim=1).scatter(1, accepted[:, None], nxt[:, None])
         self._tick("verify")
 
