@@ -144,7 +144,8 @@ def bench_smollm2(args) -> dict:
         record["reference_dflash_generate"] = {"error": repr(exc)}
 
     for c in args.concurrency:
-        gen = Generator(target, draft, tok, max_batch=c, max_length=1024, block_size=args.block_size)
+        gen = Generator(target, draft, tok, max_batch=c, max_length=1024, block_size=args.block_size,
+                        compile=args.compile)
         batch = (prompts * ((c + len(prompts) - 1) // len(prompts)))[: max(c, len(prompts) if c == 1 else c)]
         ar = run_engine(gen, batch, params, speculative=False)
         fl = run_engine(gen, batch, params, speculative=True)
@@ -173,7 +174,8 @@ def bench_qwen3_8b_shape(args) -> dict:
     record = {"target": "Qwen3-8B-shaped, random weights", "dtype": "bfloat16", "draft": "5 layers, oracle drafts"}
     ctx = args.context
     for c in args.concurrency:
-        gen = Generator(target, draft, None, max_batch=c, max_length=ctx + args.max_new_tokens + 64, block_size=16)
+        gen = Generator(target, draft, None, max_batch=c, max_length=ctx + args.max_new_tokens + 64, block_size=16,
+                        compile=args.compile)
         g = torch.Generator().manual_seed(c)
         prompts = [torch.randint(0, cfg.vocab_size, (ctx,), generator=g).tolist() for _ in range(c)]
         params = SamplingParams(max_new_tokens=args.max_new_tokens, stop_token_ids=[])
@@ -205,6 +207,7 @@ def main() -> int:
     p.add_argument("--context", type=int, default=1200)
     p.add_argument("--block-size", type=int, default=None)
     p.add_argument("--ignore-eos", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the target's decoder layers")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     record = bench_smollm2(args) if args.which == "smollm2" else bench_qwen3_8b_shape(args)

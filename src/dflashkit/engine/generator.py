@@ -46,7 +46,8 @@ class Generator:
 
     def __init__(self, target: TargetModel, draft: DFlashDraft | None = None, tokenizer=None, *,
                  block_size: int | None = None, max_batch: int = 8, max_length: int | None = None,
-                 speculative: bool = True, cuda_graphs: bool = True, adaptive_block_size: bool | None = None):
+                 speculative: bool = True, cuda_graphs: bool = True, adaptive_block_size: bool | None = None,
+                 compile: bool = False):
         if draft is not None:
             check_compatible(target, draft)
         self.target, self.draft = target, draft
@@ -67,6 +68,8 @@ class Generator:
         self._ids = itertools.count()
         self._allocated = False
         self.graphs = GraphCache(cuda_graphs and self.device.type == "cuda")
+        if compile:
+            target.compile_layers()
         self.profile: dict[str, float] | None = None  # set to {} to collect per-phase times (adds syncs)
         self.last_block_size = self.block_size
         self.oracle_accept: int | None = None  # oracle mode: drafts replayed from reference tokens
@@ -219,8 +222,9 @@ class Generator:
         ids = torch.tensor([seq.prompt_ids], dtype=torch.long, device=self.device)
         pos = torch.arange(n, device=self.device)[None]
         layer_ids = self.draft.target_layer_ids if self.speculative else None
-        logits, feats = self.target.forward(ids, pos, slot=slot, logits_to_keep=1, layer_ids=layer_ids,
-                                            kv_len=min(_round_up(n, _ALIGN), self.capacity))
+        with self.target.eager():
+            logits, feats = self.target.forward(ids, pos, slot=slot, logits_to_keep=1, layer_ids=layer_ids,
+                                                kv_len=min(_round_up(n, _ALIGN), self.capacity))
         if seq.params.greedy:
             first = logits[0, -1].argmax()
         else:

@@ -68,6 +68,29 @@ class TargetModel:
         self._modules = modules
         self.model.set_attn_implementation(static_cache.ATTN_IMPLEMENTATION)
 
+    def compile_layers(self) -> None:
+        """torch.compile each decoder layer (fuses norms, RoPE, MLP elementwise): fewer, bigger kernels.
+
+        Decode shapes are few (batch and cache buckets); prefill runs eagerly (see `eager()`)."""
+        import torch._dynamo
+
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        for module in self.model.modules():
+            if isinstance(module, nn.ModuleList) and len(module) == self.num_layers:
+                for layer in module:
+                    layer.compile(dynamic=False)
+                self.compiled = True
+                return
+
+    def eager(self):
+        """Context in which compiled layers run eagerly (prefill: every prompt length is a new shape)."""
+        import contextlib
+
+        if getattr(self, "compiled", False) and hasattr(torch.compiler, "set_stance"):
+            return torch.compiler.set_stance("force_eager")
+        return contextlib.nullcontext()
+
     @property
     def device(self) -> torch.device:
         return self.embed_weight.device
