@@ -72,6 +72,7 @@ class Generator:
             target.compile_layers()
         self.profile: dict[str, float] | None = None  # set to {} to collect per-phase times (adds syncs)
         self.last_block_size = self.block_size
+        self.emit_text = True  # Update.text deltas (streaming); generate() without a callback turns it off
         self.oracle_accept: int | None = None  # oracle mode: drafts replayed from reference tokens
         self.oracle_force = False
 
@@ -202,7 +203,8 @@ class Generator:
         return updates
 
     def _update(self, seq: Sequence, kept: list[int]) -> Update:
-        return Update(seq.id, kept, seq.text_delta(), seq.finished, seq.finish_reason)
+        text = seq.text_delta() if self.emit_text else ""  # detokenising costs host time every step
+        return Update(seq.id, kept, text, seq.finished, seq.finish_reason)
 
     def _admit(self) -> list[Update]:
         updates = []
@@ -353,7 +355,8 @@ class Generator:
             params = [params or SamplingParams()] * len(prompts)
         if len(params) != len(prompts):
             raise RequestError(f"{len(prompts)} prompts but {len(params)} sampling settings")
-        previous = self.speculative
+        previous, emit = self.speculative, self.emit_text
+        self.emit_text = on_update is not None
         if speculative is not None:
             if speculative and self.draft is None:
                 raise RequestError("speculative decoding needs a drafter")
@@ -376,7 +379,7 @@ class Generator:
                 bar.close()
             return [self.pop_result(i) for i in ids]
         finally:
-            self.speculative = previous
+            self.speculative, self.emit_text = previous, emit
 
     def stream(self, prompt_ids: list[int], params: SamplingParams | None = None) -> Iterator[Update]:
         """Yield updates of one request as they are produced (other queued requests advance too)."""
