@@ -22,6 +22,10 @@ def tiny_config(family: str, vocab: int = VOCAB):
         return LlamaConfig(**common)
     if family == "qwen3":
         return Qwen3Config(**common)
+    if family == "gemma2":
+        from transformers import Gemma2Config
+
+        return Gemma2Config(**common, sliding_window=6, attn_logit_softcapping=20.0, final_logit_softcapping=30.0)
     if family == "gemma3":
         return Gemma3TextConfig(**common, sliding_window=6, layer_types=LAYER_TYPES, final_logit_softcapping=30.0)
     if family == "gemma4":

@@ -137,3 +137,13 @@ def test_forced_oracle_commits_exactly_tau_tokens():
     for r, ref in zip(results, fake):
         assert r.token_ids[1:] == ref[1:40]
         assert r.acceptance_lengths[:-1] == [5] * (len(r.acceptance_lengths) - 1)
+
+
+def test_gemma2_softcapped_attention_is_lossless():
+    target, reference = build_tiny("gemma2", seed=14)
+    gen = Generator(target, random_draft(target), block_size=8, max_batch=2, max_length=128)
+    prompts = random_prompts(3, seed=14)
+    expected = [reference_greedy(reference, p, 24) for p in prompts]
+    gen.set_oracle(5)
+    results = gen.generate(prompts, SamplingParams(max_new_tokens=24), references=expected)
+    assert [r.token_ids for r in results] == expected

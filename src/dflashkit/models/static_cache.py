@@ -57,8 +57,6 @@ def static_attention(module, query, key, value, attention_mask, scaling=None, sl
     """transformers attention signature: query [b, Hq, T, D], key/value [b, Hkv, T, D] -> [b, T, Hq, D]."""
     binding: Binding = module._dflashkit_binding
     state = binding.state
-    if softcap is not None:
-        raise NotImplementedError("attention logit softcapping is not supported by the static cache")
     k_cache, v_cache = state.k[binding.cache_layer], state.v[binding.cache_layer]
     if state.slot is None:  # rows 0..b-1 of the batch
         k_view, v_view = k_cache[:query.shape[0]], v_cache[:query.shape[0]]
@@ -74,9 +72,21 @@ def static_attention(module, query, key, value, attention_mask, scaling=None, sl
     if state.kv_len is not None:
         k_view, v_view = k_view[:, :, :state.kv_len], v_view[:, :, :state.kv_len]
     mask = state.mask(sliding_window, k_view.shape[2])
-    out = F.scaled_dot_product_attention(query, k_view, v_view, attn_mask=mask, scale=scaling,
-                                         enable_gqa=query.shape[1] != k_view.shape[1])
+    if softcap:  # Gemma 2: tanh-capped scores, which SDPA cannot express
+        out = _softcapped_attention(query, k_view, v_view, mask, scaling, softcap)
+    else:
+        out = F.scaled_dot_product_attention(query, k_view, v_view, attn_mask=mask, scale=scaling,
+                                             enable_gqa=query.shape[1] != k_view.shape[1])
     return out.transpose(1, 2).contiguous(), None
+
+
+def _softcapped_attention(q, k, v, mask, scaling, softcap):
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    scale = scaling if scaling is not None else q.shape[-1] ** -0.5
+    scores = torch.tanh((q @ k.transpose(-1, -2)) * scale / softcap) * softcap
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(-1).to(v.dtype) @ v
 
 
 def register() -> None:
