@@ -34,15 +34,22 @@ class StepState:
     def begin(self, positions: torch.Tensor, slot: int | None, kv_len: int | None) -> None:
         self.positions, self.slot, self.kv_len, self.masks = positions, slot, kv_len, {}
 
-    def mask(self, window: int | None, length: int) -> torch.Tensor:
-        if window not in self.masks:
-            keys = torch.arange(length, device=self.positions.device)
-            q = self.positions[:, :, None]  # [b, T, 1]
-            allowed = keys <= q
-            if window is not None:
-                allowed = allowed & (q - keys < window)
-            self.masks[window] = allowed[:, None]  # [b, 1, T, S]
-        return self.masks[window]
+    def mask(self, window: int | None, length: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """[b, 1, T, S]: bool (True = attend), or additive in `dtype` (built once per forward, not per layer)."""
+        key = (window, dtype)
+        if key not in self.masks:
+            if dtype is not None:
+                allowed = self.mask(window, length)
+                self.masks[key] = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+                    ~allowed, float("-inf"))
+            else:
+                keys = torch.arange(length, device=self.positions.device)
+                q = self.positions[:, :, None]  # [b, T, 1]
+                allowed = keys <= q
+                if window is not None:
+                    allowed = allowed & (q - keys < window)
+                self.masks[key] = allowed[:, None]
+        return self.masks[key]
 
 
 @dataclass
@@ -71,10 +78,11 @@ def static_attention(module, query, key, value, attention_mask, scaling=None, sl
             v_view[0].index_copy_(1, state.positions[0], value[0].to(v_view.dtype))
     if state.kv_len is not None:
         k_view, v_view = k_view[:, :, :state.kv_len], v_view[:, :, :state.kv_len]
-    mask = state.mask(sliding_window, k_view.shape[2])
     if softcap:  # Gemma 2: tanh-capped scores, which SDPA cannot express
+        mask = state.mask(sliding_window, k_view.shape[2])
         out = _softcapped_attention(query, k_view, v_view, mask, scaling, softcap)
     else:
+        mask = state.mask(sliding_window, k_view.shape[2], query.dtype)
         out = F.scaled_dot_product_attention(query, k_view, v_view, attn_mask=mask, scale=scaling,
                                              enable_gqa=query.shape[1] != k_view.shape[1])
     return out.transpose(1, 2).contiguous(), None
