@@ -70,6 +70,9 @@ class Generator:
         self.graphs = GraphCache(cuda_graphs and self.device.type == "cuda")
         if compile:
             target.compile_layers()
+            if draft is not None:
+                for layer in draft.layers:
+                    layer.compile(dynamic=False)
         self.profile: dict[str, float] | None = None  # set to {} to collect per-phase times (adds syncs)
         self.last_block_size = self.block_size
         self.emit_text = True  # Update.text deltas (streaming); generate() without a callback turns it off
