@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import time
 
@@ -96,7 +97,12 @@ def train(args):
     target = TargetModel(engine_model, tok)
     gen = Generator(target, None, tok, max_batch=args.datagen_batch, max_length=args.max_prompt + args.max_new + 8)
     t0 = time.time()
-    data = datagen(gen, tok, prompts, args.datagen_s, args.max_prompt, args.max_new, args.datagen_batch * 2)
+    if args.data_cache and os.path.exists(args.data_cache):
+        data = torch.load(args.data_cache)
+    else:
+        data = datagen(gen, tok, prompts, args.datagen_s, args.max_prompt, args.max_new, args.datagen_batch * 2)
+        if args.data_cache:
+            torch.save(data, args.data_cache)
     datagen_s = time.time() - t0
     del gen
     torch.cuda.empty_cache()
@@ -118,6 +124,8 @@ def train(args):
             layer.input_layernorm.weight.copy_(src.input_layernorm.weight.float())
             layer.post_attention_layernorm.weight.copy_(src.post_attention_layernorm.weight.float())
         draft.norm.weight.copy_(feat_model.model.norm.weight.float())
+    if args.init_draft:  # continue from an earlier run's drafter
+        draft.load_state_dict(DFlashDraft.from_pretrained(args.init_draft, dtype=torch.float32).state_dict())
     draft = draft.to(dev).train()
     embed = feat_model.get_input_embeddings().weight
     head = feat_model.get_output_embeddings().weight
@@ -196,6 +204,8 @@ def main():
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--gamma", type=float, default=7.0)
     p.add_argument("--eval-prompts", type=int, default=32)
+    p.add_argument("--data-cache", default=None, help="save/reuse the generated data here")
+    p.add_argument("--init-draft", default=None, help="start from this drafter (same shape)")
     train(p.parse_args())
 
 
