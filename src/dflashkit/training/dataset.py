@@ -1,0 +1,93 @@
+"""Sequences from shards, and a batch order that is a pure function of (seed, micro-step, rank).
+
+Nothing about the data position needs saving beyond the step: resuming at step s replays exactly the
+batches (and anchors) an uninterrupted run would have seen. Batches group similar lengths (little
+padding); each rank of a distributed run takes every world-th batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError
+from .blocks import Blocks, make_blocks, sample_anchors
+from .shards import list_shards, read_shard
+
+
+class SequenceData:
+    """All training sequences in memory (token ids are small): tokens and loss masks, truncated."""
+
+    def __init__(self, sources: list[str | Path], max_len: int = 2048):
+        files: list[Path] = []
+        for src in sources:
+            p = Path(src)
+            files += list_shards(p) if p.is_dir() else [p]
+        if not files:
+            raise ConfigError(f"no data shards in {[str(s) for s in sources]}: run `dflashkit datagen` first")
+        self.items: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for f in files:
+            for tok, mask in read_shard(f):
+                tok, mask = tok[:max_len], mask[:max_len]
+                if int((mask[:-1] & mask[1:]).sum()) >= 1:  # at least one anchor with a label
+                    self.items.append((tok, mask))
+        if not self.items:
+            raise ConfigError(f"the shards in {[str(s) for s in sources]} hold no sequence with a response")
+        self.lengths = torch.tensor([len(t) for t, _ in self.items])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def response_tokens(self) -> int:
+        return int(sum(int(m.sum()) for _, m in self.items))
+
+
+def epoch_batches(lengths: torch.Tensor, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Shuffle, sort within windows of 64 batches by length, cut into batches, shuffle the batches."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    perm = torch.randperm(len(lengths), generator=g)
+    window = batch_size * 64
+    batches = []
+    for lo in range(0, len(perm), window):
+        chunk = perm[lo:lo + window]
+        chunk = chunk[lengths[chunk].argsort(descending=True, stable=True)]
+        batches += [chunk[i:i + batch_size].tolist() for i in range(0, len(chunk), batch_size)]
+    order = torch.randperm(len(batches), generator=g).tolist()
+    return [batches[i] for i in order]
+
+
+class BatchPlan:
+    """Micro-step u of rank r -> the sequence indices it trains on (epochs roll over forever)."""
+
+    def __init__(self, lengths: torch.Tensor, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        self.lengths, self.batch_size, self.seed, self.rank, self.world = lengths, batch_size, seed, rank, world
+        self.per_rank = len(epoch_batches(lengths, batch_size, seed, 0)) // world
+        if self.per_rank == 0:
+            raise ConfigError(f"{len(lengths)} sequences make no batch of {batch_size} per rank on {world} ranks; "
+                              "lower --batch-size or generate more data")
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    def indices(self, micro_step: int) -> tuple[int, list[int]]:
+        """-> (epoch, sequence indices)."""
+        epoch, i = divmod(micro_step, self.per_rank)
+        if self._cache is None or self._cache[0] != epoch:
+            self._cache = (epoch, epoch_batches(self.lengths, self.batch_size, self.seed, epoch))
+        return epoch, self._cache[1][i * self.world + self.rank]
+
+
+def collate(data: SequenceData, indices: list[int], max_anchors: int, block_size: int, mask_token_id: int,
+            seed: int) -> tuple[torch.Tensor, torch.Tensor, Blocks]:
+    """-> tokens [B, L] (right-padded), lengths [B], blocks. Anchors drawn from `seed` (deterministic)."""
+    seqs = [data.items[i] for i in indices]
+    lengths = torch.tensor([len(t) for t, _ in seqs])
+    width = int(lengths.max())
+    tokens = torch.zeros(len(seqs), width, dtype=torch.long)
+    loss_mask = torch.zeros(len(seqs), width, dtype=torch.bool)
+    for row, (tok, mask) in enumerate(seqs):
+        tokens[row, :len(tok)] = tok
+        loss_mask[row, :len(mask)] = mask
+    gen = torch.Generator().manual_seed(seed)
+    anchors, valid = sample_anchors(loss_mask, lengths, max_anchors, gen)
+    return tokens, lengths, make_blocks(tokens, loss_mask, lengths, anchors, valid, block_size, mask_token_id)

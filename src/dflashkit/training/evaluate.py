@@ -1,0 +1,48 @@
+"""Acceptance length (tau) of a drafter, measured by the engine itself: greedy, fixed block size, no timing."""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+
+import torch
+from torch import nn
+
+from ..engine.generator import Generator
+from ..engine.sampling import SamplingParams
+from ..models.drafter import DFlashDraft
+from ..models.target import TargetModel
+
+
+def acceptance(gen: Generator, prompts: list[list[int]], max_new_tokens: int = 256,
+               progress: bool = False) -> dict:
+    """-> {tau, histogram {accepted: steps}, steps, prompts, tokens}; tau = tokens committed per target step."""
+    results = gen.generate(prompts, SamplingParams(max_new_tokens=max_new_tokens), speculative=True,
+                           progress=progress)
+    lengths = [a for r in results for a in r.acceptance_lengths]
+    return {"tau": sum(lengths) / max(1, len(lengths)), "histogram": dict(sorted(Counter(lengths).items())),
+            "steps": len(lengths), "prompts": len(prompts), "tokens": sum(r.completion_tokens for r in results)}
+
+
+class TauProbe:
+    """Periodic tau during training: its own engine copy of the target (the engine rebinds attention)."""
+
+    def __init__(self, hf_model: nn.Module, tokenizer, prompts: list[list[int]], max_new_tokens: int = 192,
+                 max_batch: int = 32):
+        self.target = TargetModel(copy.deepcopy(hf_model), tokenizer)
+        self.prompts, self.max_new_tokens = prompts, max_new_tokens
+        self.max_batch = max(1, min(max_batch, len(prompts)))
+        self.max_length = max(len(p) for p in prompts) + max_new_tokens + 8 if prompts else 512
+
+    def __call__(self, draft: DFlashDraft) -> dict:
+        if not self.prompts:
+            return {}
+        frozen = copy.deepcopy(draft).to(self.target.dtype).eval()
+        gen = Generator(self.target, frozen, self.target.tokenizer, block_size=frozen.block_size,
+                        max_batch=self.max_batch, max_length=self.max_length, cuda_graphs=False)
+        try:
+            return acceptance(gen, self.prompts, self.max_new_tokens)
+        finally:
+            del gen, frozen
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()

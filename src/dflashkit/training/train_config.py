@@ -1,0 +1,78 @@
+"""TrainConfig: every knob of a training run, as plain values (JSON file and CLI flags fill the same fields)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from ..errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    data: list[str] = field(default_factory=list)  # shard directories or files from `dflashkit datagen`
+    out: str = "runs/draft"
+    target: str | None = None  # hub id, local dir or .gguf; None = embedded SmolLM2-135M-Instruct
+    # drafter shape
+    num_layers: int = 3
+    block_size: int = 16
+    target_layer_ids: list[int] | None = None  # None: spread over the target (config default)
+    init: str = "target"  # 'target': copy the target's top layers; 'random'
+    init_draft: str | None = None  # start from this drafter's weights (same shape)
+    # objective
+    anchors: int = 128  # blocks per sequence (at most)
+    gamma: float | None = None  # loss decay over offsets; None: 7 for block 16, 4 for block 8
+    max_len: int = 2048  # tokens per sequence (prompt + response), truncated beyond
+    # optimisation
+    batch_size: int = 16  # sequences per micro-batch per rank
+    grad_accum: int = 1
+    lr: float = 6e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    max_steps: int = 20_000
+    epochs: float | None = None  # if set, caps max_steps at this many passes over the data
+    time_budget_s: float | None = None  # stop (and size the schedule) to end within this many seconds
+    seed: int = 0
+    # io
+    log_every: int = 20
+    save_every: int = 500
+    keep_checkpoints: int = 2
+    eval_every: int = 0  # steps between tau checks on held-out prompts (0: only at the end)
+    eval_prompts: str | None = None  # JSONL; default <first data dir>/heldout.jsonl when present
+    eval_num: int = 32
+    eval_max_new_tokens: int = 192
+    export_dtype: str = "bfloat16"  # the final drafter in <out>/draft
+    device: str | None = None
+    resume: bool = True  # continue from the newest checkpoint in <out>
+    tensorboard: bool = True
+
+    def validate(self) -> "TrainConfig":
+        if not self.data:
+            raise ConfigError("no training data: pass --data DIR (output of `dflashkit datagen`)")
+        for name in ("num_layers", "anchors", "batch_size", "grad_accum", "max_steps", "log_every", "save_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.block_size < 2:
+            raise ConfigError(f"block_size must be >= 2, got {self.block_size}")
+        if self.init not in ("target", "random"):
+            raise ConfigError(f"init must be 'target' or 'random', got {self.init!r}")
+        return self
+
+    @classmethod
+    def from_json(cls, path: str | Path, **overrides) -> "TrainConfig":
+        try:
+            raw = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read training config {path}: {exc}") from exc
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(f"{path}: unknown keys {unknown} (valid: {sorted(known)})")
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**raw)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,293 @@
+"""The training loop: frozen target features -> blocks -> decayed CE -> AdamW, with exact resume.
+
+One file to read top to bottom. Everything random is a function of (seed, micro-step, rank), and the
+schedule length is fixed once and saved, so a run killed and resumed from its last checkpoint ends
+with the same weights and optimizer as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..models.loading import load_target, resolve_dtype
+from . import distributed
+from .checkpoint import latest_checkpoint, load_checkpoint, restore_optimizer, save_checkpoint
+from .dataset import BatchPlan, SequenceData, collate
+from .draft_init import draft_config, new_draft
+from .features import TargetFeatures
+from .forward import layer_masks
+from .objective import BlockObjective
+from .schedule import cosine_lr
+from .train_config import TrainConfig
+
+_CALIBRATE = (3, 13)  # steps between which the step time is measured for a time-boxed schedule
+_RESERVE_S = 15.0  # time kept for the final checkpoint, export and tau check
+
+
+def train(cfg: TrainConfig, target: tuple[nn.Module, object] | None = None, halt_after: int | None = None) -> dict:
+    """Run (or resume) training; returns a summary. `target`: (hf_model, tokenizer) instead of loading
+    cfg.target. `halt_after`: stop after this step without finishing (simulates a kill, for tests)."""
+    cfg.validate()
+    env = distributed.setup(cfg.device)
+    try:
+        return _Run(cfg, env, target).loop(halt_after)
+    finally:
+        env.close()
+
+
+class _Run:
+    def __init__(self, cfg: TrainConfig, env: distributed.Dist, target):
+        self.cfg, self.env, self.dev = cfg, env, env.device
+        self.out = Path(cfg.out)
+        on_gpu = self.dev.type == "cuda"
+        self.autocast = torch.bfloat16 if on_gpu else None
+        if target is None:
+            hf_model, self.tokenizer = load_target(cfg.target, resolve_dtype(None, self.dev), self.dev)
+        else:
+            hf_model, self.tokenizer = target
+            hf_model = hf_model.to(self.dev)
+        self.hf_model = hf_model
+
+        ckpt = latest_checkpoint(self.out) if cfg.resume else None
+        if ckpt is not None:
+            self.draft, self.state = load_checkpoint(ckpt)
+        else:
+            dcfg = draft_config(hf_model, self.tokenizer, cfg.num_layers, cfg.block_size, cfg.target_layer_ids)
+            torch.manual_seed(cfg.seed)
+            self.draft = new_draft(hf_model, dcfg, cfg.init, cfg.seed)
+            if cfg.init_draft:
+                from ..models.drafter import DFlashDraft
+
+                self.draft.load_state_dict(DFlashDraft.from_pretrained(cfg.init_draft, dtype=torch.float32).state_dict())
+            self.state = {"step": 0, "total_steps": None, "elapsed_s": 0.0}
+        self.draft = self.draft.to(self.dev).train()
+        self.features = TargetFeatures(hf_model, self.draft.target_layer_ids)
+        self.objective = BlockObjective(self.draft, self.features.embed_weight, self.features.head_weight, cfg.gamma)
+        if env.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.model = DistributedDataParallel(self.objective, device_ids=[env.local_rank] if on_gpu else None)
+        else:
+            self.model = self.objective
+        self.opt = _optimizer(self.draft, cfg, on_gpu)
+        if ckpt is not None:
+            restore_optimizer(self.opt, self.state)
+
+        self.data = SequenceData(cfg.data, cfg.max_len)
+        self.plan = BatchPlan(self.data.lengths, cfg.batch_size, cfg.seed, env.rank, env.world)
+        self.max_steps = cfg.max_steps
+        if cfg.epochs is not None:
+            self.max_steps = min(self.max_steps, max(1, math.ceil(cfg.epochs * self.plan.per_rank / cfg.grad_accum)))
+        self.log = _Logger(self.out, env.main, cfg.tensorboard)
+        if env.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
+            self.log.write(event="start", resumed_from=str(ckpt) if ckpt else None, step=self.state["step"],
+                           sequences=len(self.data), response_tokens=self.data.response_tokens,
+                           draft_params=sum(p.numel() for p in self.draft.parameters()), world=env.world,
+                           device=str(self.dev), batches_per_epoch=self.plan.per_rank)
+        self.probe = self._tau_probe() if env.main else None
+
+    # ------------------------------------------------------------------ loop
+    def loop(self, halt_after: int | None) -> dict:
+        cfg, st = self.cfg, self.state
+        total = st["total_steps"] or self.max_steps
+        t0 = time.time() - st["elapsed_s"]
+        first = st["step"]
+        marks: dict[int, float] = {}  # steps done in this process -> wall time
+        window = _Window()
+        while st["step"] < total:
+            step = st["step"]
+            lr = cosine_lr(step, total, cfg.lr, min(cfg.warmup_steps, max(1, total // 10)), cfg.min_lr_ratio)
+            for group in self.opt.param_groups:
+                group["lr"] = lr
+            stats = self._step(step)
+            st["step"] = step = step + 1
+            st["elapsed_s"] = time.time() - t0
+            window.add(stats)
+            marks[step - first] = time.time()
+            if st["total_steps"] is None and (cfg.time_budget_s is None or step - first == _CALIBRATE[1]):
+                total = st["total_steps"] = self._fix_total(step, marks, t0)
+            if self.env.main and (step % cfg.log_every == 0 or step == total):
+                self.log.write(step=step, lr=lr, elapsed_s=round(st["elapsed_s"], 1), **window.mean(self.env))
+                window = _Window()
+            elif step % cfg.log_every == 0:
+                window.mean(self.env)  # every rank joins the all-reduce
+                window = _Window()
+            out_of_time = self._agree(cfg.time_budget_s is not None and
+                                      time.time() - t0 > cfg.time_budget_s - _RESERVE_S)
+            if step % cfg.save_every == 0 or step == total or out_of_time:
+                self._save()
+            if self.probe is not None and cfg.eval_every and step % cfg.eval_every == 0 and step < total:
+                self.log.write(step=step, eval=self.probe(self.draft))
+            if halt_after is not None and step >= halt_after:
+                return {"halted_at": step}
+            if out_of_time:
+                break
+        return self._finish()
+
+    def _step(self, step: int) -> dict[str, torch.Tensor]:
+        cfg, stats = self.cfg, []
+        for m in range(cfg.grad_accum):
+            micro = step * cfg.grad_accum + m
+            epoch, idx = self.plan.indices(micro)
+            seed = (cfg.seed * 1_000_003 + micro) * 131 + self.env.rank
+            tokens, _, blocks = collate(self.data, idx, cfg.anchors, self.draft.block_size, self.draft.mask_token_id, seed)
+            tokens, blocks = tokens.to(self.dev, non_blocking=True), blocks.to(self.dev)
+            feats = self.features(tokens)
+            masks = layer_masks(self.draft, blocks.anchors, tokens.shape[1])
+            sync = m == cfg.grad_accum - 1 or not self.env.enabled
+            with (contextlib.nullcontext() if sync else self.model.no_sync()), self._autocast():
+                loss, s = self.model(feats, blocks, masks)
+            (loss / cfg.grad_accum).backward()
+            s["loss"], s["epoch"] = loss.detach(), torch.tensor(float(epoch))
+            stats.append(s)
+        grad_norm = nn.utils.clip_grad_norm_(self.draft.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        out = {k: torch.stack([s[k].float() for s in stats]).mean(0) for k in stats[0] if k != "blocks"}
+        out["blocks"] = sum(s["blocks"] for s in stats).float()
+        out["grad_norm"] = grad_norm.detach().float()
+        return out
+
+    def _autocast(self):
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.dev.type, dtype=self.autocast)
+
+    def _fix_total(self, step: int, marks: dict[int, float], t0: float) -> int:
+        """No time budget: max_steps. Time budget: as many steps as the measured rate fits in it."""
+        if self.cfg.time_budget_s is None:
+            return self.max_steps
+        lo, hi = _CALIBRATE
+        rate = (marks[hi] - marks[lo]) / (hi - lo)
+        left = self.cfg.time_budget_s - _RESERVE_S - (time.time() - t0)
+        total = min(self.max_steps, step + max(0, int(left / max(rate, 1e-6))))
+        if self.env.enabled:
+            t = torch.tensor([total], device=self.dev)
+            torch.distributed.broadcast(t, 0)
+            total = int(t.item())
+        if self.env.main:
+            self.log.write(event="schedule", total_steps=total, step_s=round(rate, 4))
+        return total
+
+    def _agree(self, flag: bool) -> bool:
+        if not self.env.enabled:
+            return flag
+        t = torch.tensor([int(flag)], device=self.dev)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item())
+
+    def _save(self) -> None:
+        if self.env.main:
+            keep = {k: v for k, v in self.state.items()}
+            keep["config"] = self.cfg.to_dict()
+            save_checkpoint(self.out, self.draft, self.opt, keep, self.cfg.keep_checkpoints)
+        self.env.barrier()
+
+    def _finish(self) -> dict:
+        summary = {"step": self.state["step"], "elapsed_s": round(self.state["elapsed_s"], 1)}
+        if self.env.main:
+            export = copy.deepcopy(self.draft).to(resolve_dtype(self.cfg.export_dtype, "cpu")).eval()
+            summary["draft"] = str(export.save_pretrained(self.out / "draft"))
+            if self.probe is not None:
+                summary["eval"] = self.probe(self.draft)
+            self.log.write(event="done", **summary)
+            self.log.close()
+        return summary
+
+    def _tau_probe(self):
+        from .evaluate import TauProbe
+        from .prompts import load_conversations
+
+        path = self.cfg.eval_prompts or _default_heldout(self.cfg.data)
+        if path is None or self.tokenizer is None or self.cfg.eval_num < 1:
+            return None
+        from ..engine.generator import chat_prompt
+
+        convs = load_conversations(str(path), max_turns=1, limit=self.cfg.eval_num, seed=0)
+        prompts = [chat_prompt(self.tokenizer, [{"role": "user", "content": c[0]}]) for c in convs]
+        return TauProbe(self.hf_model, self.tokenizer, [p for p in prompts if len(p) < 1024],
+                        self.cfg.eval_max_new_tokens)
+
+
+def _optimizer(draft: nn.Module, cfg: TrainConfig, on_gpu: bool) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on norms and biases."""
+    decay = [p for n, p in draft.named_parameters() if p.ndim >= 2]
+    other = [p for n, p in draft.named_parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, fused=on_gpu or None)
+
+
+def _default_heldout(data: list[str]) -> Path | None:
+    for d in data:
+        p = Path(d) / "heldout.jsonl"
+        if p.is_file():
+            return p
+    return None
+
+
+class _Window:
+    """Running sums of step statistics between two log lines."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.n = 0
+        self.t0 = time.time()
+
+    def add(self, stats: dict[str, torch.Tensor]) -> None:
+        for k, v in stats.items():
+            self.sums[k] = self.sums.get(k, 0) + v.detach()
+        self.n += 1
+
+    def mean(self, env: distributed.Dist) -> dict:
+        if not self.n:
+            return {}
+        out = {}
+        for k, v in self.sums.items():
+            v = env.mean(v.float() / self.n)
+            out[k] = [round(x, 4) for x in v.tolist()] if v.ndim else round(v.item(), 4)
+        out["acc_k"] = out.get("acc_k", [])[:8]
+        out["blocks_per_s"] = round(out.pop("blocks") * self.n * env.world / max(time.time() - self.t0, 1e-9), 1)
+        return out
+
+
+class _Logger:
+    """JSONL log (+ TensorBoard scalars when installed), rank 0 only."""
+
+    def __init__(self, out: Path, enabled: bool, tensorboard: bool):
+        self.enabled, self.path, self.tb = enabled, out / "log.jsonl", None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "tb"))
+            except Exception:  # tensorboard not installed: JSONL only
+                self.tb = None
+
+    def write(self, **row) -> None:
+        if not self.enabled:
+            return
+        row = {"time": round(time.time(), 1), **row}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+        if self.tb is not None and "step" in row:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k not in ("step", "time"):
+                    self.tb.add_scalar(k, v, row["step"])
+            if isinstance(row.get("eval"), dict) and "tau" in row["eval"]:
+                self.tb.add_scalar("eval/tau", row["eval"]["tau"], row["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
