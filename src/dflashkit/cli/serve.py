@@ -1,0 +1,57 @@
+"""`dflashkit serve`: an OpenAI-compatible HTTP server with continuous batching (see docs/serving.md)."""
+
+from __future__ import annotations
+
+import sys
+
+from .generate import add_model_args
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="OpenAI-compatible server (chat/completions, SSE streaming, metrics)",
+                       description="Serve a target + DFlash drafter over the OpenAI API with continuous batching.")
+    add_model_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only; "
+                   "0.0.0.0 exposes it, pair that with --api-key)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/* "
+                   "(default: the DFLASHKIT_API_KEY environment variable, else no key)")
+    p.add_argument("--max-batch", type=int, default=8, help="sequences decoded together (batch slots)")
+    p.add_argument("--max-queue", type=int, default=256, help="requests waiting for a slot before 429")
+    p.add_argument("--no-speculative", action="store_true", help="plain autoregressive decoding (no drafter)")
+    p.add_argument("--served-model-name", default=None, help="model name clients use (default: --model, or "
+                   "'smollm2' for the embedded default)")
+    p.add_argument("--max-body-bytes", type=int, default=4 << 20, help="largest request body accepted (413 above)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import os
+
+    import uvicorn
+
+    from ..api import load
+    from ..errors import ConfigError
+    from ..models.loading import DEFAULT_TARGET
+    from ..serving.app import ServerConfig, create_app
+
+    for name in ("port", "max_batch", "max_queue", "max_body_bytes"):
+        if getattr(args, name) < (0 if name == "max_queue" else 1):
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})")
+    gen = load(args.model, args.draft, device=args.device, dtype=args.dtype, block_size=args.block_size,
+               max_batch=args.max_batch, max_length=args.max_length, speculative=not args.no_speculative)
+    source = getattr(gen, "draft_source", None) or ""
+    if source.startswith("random"):
+        print(f"note: the drafter is {source}", file=sys.stderr)
+    model_id = args.model or DEFAULT_TARGET
+    config = ServerConfig(served_model_name=args.served_model_name or model_id, model_aliases=(model_id,),
+                          api_key=args.api_key or os.environ.get("DFLASHKIT_API_KEY") or None,
+                          max_queue=args.max_queue, max_body_bytes=args.max_body_bytes)
+    print(f"dflashkit serve: '{config.served_model_name}' on http://{args.host}:{args.port}/v1 "
+          f"(max batch {gen.max_batch}, context {gen.max_length}, "
+          f"{'DFlash speculative' if gen.speculative else 'autoregressive'}"
+          f"{', API key required' if config.api_key else ''})", file=sys.stderr)
+    uvicorn.run(create_app(gen, config), host=args.host, port=args.port, log_level=args.log_level,
+                timeout_graceful_shutdown=5)
+    return 0

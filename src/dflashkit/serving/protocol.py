@@ -1,0 +1,232 @@
+"""Request schemas for /v1/chat/completions and /v1/completions, validated strictly.
+
+Strict types (no "5" for 5) and unknown fields refused, as OpenAI does; features we do not implement
+(n > 1, tools, logprobs, ...) are refused with a 400 naming the parameter, never silently ignored.
+The result is an `EngineRequest`: plain values the engine thread turns into tokens (prompts.py).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import APIError, bad_request, unsupported
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class TextPart(_Strict):
+    type: str
+    text: str | None = None
+
+
+class Message(_Strict):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+    tool_calls: list[Any] | None = None  # accepted only empty: echoed history from clients
+    refusal: str | None = None
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+class _Sampling(_Strict):
+    """Fields both endpoints share."""
+
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None  # extension (vLLM style); -1 or 0 = off
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, Any] | None = None
+    user: str | None = None  # accepted, unused: it only labels the caller
+
+
+class ChatRequest(_Sampling):
+    messages: list[Message]
+    max_completion_tokens: int | None = None
+    tools: list[Any] | None = None
+    functions: list[Any] | None = None
+    tool_choice: Any = None
+    function_call: Any = None
+    parallel_tool_calls: bool | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    response_format: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    store: bool | None = None
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[int] | list[str] | list[list[int]]
+    logprobs: int | None = None
+    best_of: int | None = None
+    echo: bool | None = None
+    suffix: str | None = None
+
+
+@dataclass
+class EngineRequest:
+    """What the engine thread needs: the prompt (chat messages, text or ids) and the sampling values."""
+
+    messages: list[dict] | None
+    prompt: str | list[int] | None
+    max_tokens: int | None  # as the client set it; None = fill the context (chat) or `default_max_tokens`
+    default_max_tokens: int | None
+    temperature: float
+    top_p: float
+    top_k: int
+    seed: int | None
+    stop: list[str] | None
+
+
+def parse_json(raw: bytes) -> dict:
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise bad_request(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise bad_request("request body must be a JSON object", code="invalid_json")
+    return body
+
+
+def validate(schema: type[_Strict], body: dict) -> _Strict:
+    try:
+        return schema.model_validate(body)
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+
+
+def _validation_error(exc: ValidationError) -> APIError:
+    """The first problem, phrased like OpenAI's messages, with its dotted path as `param`."""
+    err = exc.errors()[0]
+    param = ".".join(str(p) for p in err["loc"]) or None
+    if err["type"] == "extra_forbidden":
+        return bad_request(f"Unrecognized request argument supplied: {param}", param, "unrecognized_argument")
+    if err["type"] == "missing":
+        return bad_request(f"Missing required parameter: '{param}'", param, "missing_required_parameter")
+    return bad_request(f"Invalid value for '{param}': {err['msg']} (got {err.get('input')!r})", param,
+                       "invalid_type")
+
+
+def _refuse_unsupported(req: _Sampling) -> None:
+    if req.n not in (None, 1):
+        raise unsupported("n", "only n=1; send several requests for several answers")
+    for name in ("presence_penalty", "frequency_penalty"):
+        if getattr(req, name):
+            raise unsupported(name, "penalties would change the target's distribution; leave at 0")
+    if req.logit_bias:
+        raise unsupported("logit_bias", "leave it empty")
+    if req.stream_options is not None and not req.stream:
+        raise bad_request("stream_options is only allowed with stream=true", "stream_options")
+
+
+def _refuse_chat_only(req: ChatRequest) -> None:
+    if req.tools or req.functions:
+        raise unsupported("tools" if req.tools else "functions", "tool and function calling are not implemented")
+    for name in ("tool_choice", "function_call"):
+        if getattr(req, name) not in (None, "none"):
+            raise unsupported(name, "tool and function calling are not implemented")
+    if req.logprobs:
+        raise unsupported("logprobs", "log probabilities are not returned")
+    if req.top_logprobs:
+        raise unsupported("top_logprobs", "log probabilities are not returned")
+    if req.response_format is not None and req.response_format.get("type") != "text":
+        raise unsupported("response_format", "only {'type': 'text'}; structured output is not implemented")
+
+
+def _refuse_completion_only(req: CompletionRequest) -> None:
+    if req.logprobs:
+        raise unsupported("logprobs", "log probabilities are not returned")
+    if req.best_of not in (None, 1):
+        raise unsupported("best_of", "only best_of=1")
+    if req.echo:
+        raise unsupported("echo", "the prompt is not echoed back")
+    if req.suffix:
+        raise unsupported("suffix", "insertion (fill-in-the-middle) is not implemented")
+
+
+def _message_text(m: Message, i: int) -> str:
+    if m.tool_calls:
+        raise unsupported(f"messages.{i}.tool_calls", "tool calling is not implemented")
+    if m.content is None:
+        raise bad_request(f"messages.{i}.content is missing", f"messages.{i}.content")
+    if isinstance(m.content, str):
+        return m.content
+    texts = []
+    for j, part in enumerate(m.content):
+        if part.type != "text" or part.text is None:
+            raise unsupported(f"messages.{i}.content.{j}", f"content part of type {part.type!r}: only text")
+        texts.append(part.text)
+    return "\n".join(texts)
+
+
+def _sampling_values(req: _Sampling) -> dict:
+    temperature = 1.0 if req.temperature is None else req.temperature
+    if not 0 <= temperature <= 2:
+        raise bad_request(f"temperature={temperature} must be in [0, 2]", "temperature")
+    top_p = 1.0 if req.top_p is None else req.top_p
+    if not 0 < top_p <= 1:
+        raise bad_request(f"top_p={top_p} must be in (0, 1]", "top_p")
+    top_k = req.top_k or 0
+    if top_k < -1:
+        raise bad_request(f"top_k={top_k} must be >= 0 (-1 or 0 = off)", "top_k")
+    stop = [req.stop] if isinstance(req.stop, str) else req.stop
+    if stop is not None and not all(stop):
+        raise bad_request("stop strings must be non-empty", "stop")
+    return dict(temperature=float(temperature), top_p=float(top_p), top_k=max(top_k, 0), seed=req.seed,
+                stop=stop or None)
+
+
+def _max_tokens(value: int | None, param: str) -> int | None:
+    if value is not None and value < 1:
+        raise bad_request(f"{param}={value} must be >= 1", param)
+    return value
+
+
+def chat_request(body: dict) -> tuple[ChatRequest, EngineRequest]:
+    req = validate(ChatRequest, body)
+    _refuse_unsupported(req)
+    _refuse_chat_only(req)
+    if not req.messages:
+        raise bad_request("messages is empty: give at least one message", "messages")
+    messages = [{"role": m.role, "content": _message_text(m, i)} for i, m in enumerate(req.messages)]
+    if req.max_completion_tokens is not None:
+        max_tokens = _max_tokens(req.max_completion_tokens, "max_completion_tokens")
+    else:
+        max_tokens = _max_tokens(req.max_tokens, "max_tokens")
+    return req, EngineRequest(messages=messages, prompt=None, max_tokens=max_tokens, default_max_tokens=None,
+                              **_sampling_values(req))
+
+
+COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
+
+
+def completion_request(body: dict) -> tuple[CompletionRequest, EngineRequest]:
+    req = validate(CompletionRequest, body)
+    _refuse_unsupported(req)
+    _refuse_completion_only(req)
+    prompt = req.prompt
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
+        if len(prompt) != 1:
+            raise unsupported("prompt", "one prompt per request (got a batch of "
+                              f"{len(prompt)}); send one request per prompt")
+        prompt = prompt[0]
+    if not prompt:
+        raise bad_request("prompt is empty", "prompt")
+    return req, EngineRequest(messages=None, prompt=prompt, max_tokens=_max_tokens(req.max_tokens, "max_tokens"),
+                              default_max_tokens=COMPLETION_DEFAULT_MAX_TOKENS, **_sampling_values(req))
