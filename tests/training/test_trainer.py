@@ -1,0 +1,78 @@
+"""The training loop on a tiny random target: it learns, it resumes exactly, its output loads."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from dflashkit import DFlashDraft, Generator, SamplingParams, TargetModel
+from dflashkit.engine.generator import chat_prompt
+from dflashkit.training.checkpoint import STATE, latest_checkpoint
+from dflashkit.training.datagen import run_datagen
+from dflashkit.training.train_config import TrainConfig
+from dflashkit.training.trainer import train
+from trainkit import ByteTokenizer, tiny_llama
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """The tiny target answers 48 prompts greedily (its own distribution, as real datagen does)."""
+    root = tmp_path_factory.mktemp("data")
+    model, tok = tiny_llama(), ByteTokenizer()
+    gen = Generator(TargetModel(copy.deepcopy(model), tok), None, tok, max_batch=16, max_length=128)
+    convs = [[f"question {i}: what is {i * 7 % 13}?"] for i in range(48)]
+    run_datagen(gen, convs, root, lambda m: chat_prompt(tok, m), SamplingParams(max_new_tokens=40),
+                shard_size=16, progress=False)
+    return root, model, tok
+
+
+def config(data, out, **kw) -> TrainConfig:
+    base = dict(data=[str(data)], out=str(out), num_layers=2, block_size=8, anchors=12, batch_size=4, lr=3e-3,
+                warmup_steps=2, max_steps=8, log_every=2, save_every=4, tensorboard=False, seed=0)
+    return TrainConfig(**{**base, **kw})
+
+
+def log_rows(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_loss_decreases_on_a_tiny_target(tiny_data, tmp_path):
+    data, model, tok = tiny_data
+    train(config(data, tmp_path, max_steps=24, log_every=4, save_every=100), target=(model, tok))
+    losses = [r["loss"] for r in log_rows(tmp_path) if "loss" in r]
+    assert losses[-1] < losses[0] - 0.2, losses
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_run(tiny_data, tmp_path):
+    data, model, tok = tiny_data
+    train(config(data, tmp_path / "straight"), target=(model, tok))
+    cut = config(data, tmp_path / "cut")
+    assert train(cut, target=(model, tok), halt_after=4) == {"halted_at": 4}
+    assert latest_checkpoint(tmp_path / "cut").name == "step-0000004"
+    train(cut, target=(model, tok))  # picks up the step-4 checkpoint
+    a, b = latest_checkpoint(tmp_path / "straight"), latest_checkpoint(tmp_path / "cut")
+    assert a.name == b.name == "step-0000008"
+    wa, wb = DFlashDraft.from_pretrained(a).state_dict(), DFlashDraft.from_pretrained(b).state_dict()
+    for name in wa:
+        assert torch.equal(wa[name], wb[name]), name
+    sa, sb = torch.load(a / STATE, weights_only=False), torch.load(b / STATE, weights_only=False)
+    assert sa["step"] == sb["step"] == 8 and sa["total_steps"] == sb["total_steps"]
+    for pa, pb in zip(sa["optimizer"]["state"].values(), sb["optimizer"]["state"].values()):
+        for key in pa:
+            assert torch.equal(pa[key], pb[key]), key
+
+
+def test_exported_drafter_loads_and_drafts(tiny_data, tmp_path):
+    data, model, tok = tiny_data
+    summary = train(config(data, tmp_path, max_steps=4), target=(model, tok))
+    draft = DFlashDraft.from_pretrained(summary["draft"])
+    assert draft.dtype == torch.bfloat16 and draft.block_size == 8 and len(draft.layers) == 2
+    for ckpt in (tmp_path / "checkpoints").iterdir():
+        DFlashDraft.from_pretrained(ckpt)  # fp32 checkpoints are in the published format too
+    gen = Generator(TargetModel(copy.deepcopy(model), tok), draft.float(), tok, max_batch=2, max_length=96, block_size=8)
+    out = gen.generate([[1, 2, 3], [4, 5]], SamplingParams(max_new_tokens=12))
+    ref = Generator(TargetModel(copy.deepcopy(model), tok), None, tok, max_batch=2, max_length=96)
+    assert [r.token_ids for r in out] == [r.token_ids for r in ref.generate([[1, 2, 3], [4, 5]], SamplingParams(max_new_tokens=12))]
