@@ -78,9 +78,15 @@ def git_commit() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
 
 
-def report_stem(backend: str, dataset: str) -> str:
+def report_stem(backend: str, dataset: str, out_dir: str | Path) -> str:
+    """<backend>-<dataset>-<timestamp>, with a -2, -3 ... suffix if a run in the same second took the name."""
     name = Path(dataset).stem if dataset.endswith((".jsonl", ".json")) else dataset
-    return f"{backend}-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stem = f"{backend}-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    taken, n = stem, 1
+    while (Path(out_dir) / f"{taken}.json").exists():
+        n += 1
+        taken = f"{stem}-{n}"
+    return taken
 
 
 def write_report(report: dict, out_dir: str | Path, stem: str) -> Path:

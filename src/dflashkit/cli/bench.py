@@ -69,7 +69,7 @@ def run(args) -> int:
     settings.update(concurrency=concurrencies, num_prompts=len(samples), modes=list(backend.modes))
     report = build_report(backend=args.backend, dataset=args.dataset, source=source, settings=settings, info=info,
                           runs=runs)
-    stem = report_stem(args.backend, args.dataset)
+    stem = report_stem(args.backend, args.dataset, args.output)
     path = write_report(report, args.output, stem)
     print(render_report(report))
     print(f"report: {path}")

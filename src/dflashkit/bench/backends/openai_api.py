@@ -144,6 +144,8 @@ class _Stream:
     def record(self, sample_id: str, turn: int, latency: float) -> RequestRecord:
         lengths = self.dflash.get("acceptance_lengths")
         mean = self.dflash.get("mean_acceptance_length", self.dflash.get("acceptance_length"))
+        if not lengths and (not mean or self.dflash.get("steps") == 0):
+            mean = None  # decoded without the drafter: no acceptance to report
         return RequestRecord(
             sample_id=sample_id, turn=turn, prompt_tokens=int(self.usage.get("prompt_tokens", 0)),
             completion_tokens=int(self.usage.get("completion_tokens", self.chunks)), latency_s=latency,
