@@ -45,10 +45,11 @@ class Throttled(Generator):
     def step(self):
         if self.delay:
             time.sleep(self.delay)
-        if self.fail_steps:
+        updates = super().step()
+        if self.fail_steps and self.num_running:  # after the step: its sequences hold slots, updates are lost
             self.fail_steps -= 1
             raise RuntimeError("injected engine failure")
-        return super().step()
+        return updates
 
 
 def tiny_generator(max_batch: int = 8, max_length: int = 256) -> Throttled:
@@ -56,11 +57,13 @@ def tiny_generator(max_batch: int = 8, max_length: int = 256) -> Throttled:
     from dflashkit.models.factory import random_draft
 
     tokenizer = char_tokenizer()
-    target, _ = build_tiny("llama", seed=1, vocab=len(tokenizer))
+    target, reference = build_tiny("llama", seed=1, vocab=len(tokenizer))
     target.tokenizer = tokenizer  # end-of-turn token for stops
     draft = random_draft(target, block_size=8)
     # a fixed block size: seeded sampling repeats exactly (the adaptive size changes how many uniforms a step uses)
-    return Throttled(target, draft, tokenizer, block_size=8, max_batch=max_batch, max_length=max_length)
+    gen = Throttled(target, draft, tokenizer, block_size=8, max_batch=max_batch, max_length=max_length)
+    gen.reference = reference  # the untouched HF model: plain decoding to compare against
+    return gen
 
 
 @contextmanager

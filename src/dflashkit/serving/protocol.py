@@ -21,6 +21,9 @@ class _Strict(BaseModel):
 
 
 class TextPart(_Strict):
+    """A content part; other kinds (images, audio) parse, then are refused by name in `_message_text`."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
     type: str
     text: str | None = None
 
@@ -114,13 +117,18 @@ def validate(schema: type[_Strict], body: dict) -> _Strict:
 def _validation_error(exc: ValidationError) -> APIError:
     """The first problem, phrased like OpenAI's messages, with its dotted path as `param`."""
     err = exc.errors()[0]
-    param = ".".join(str(p) for p in err["loc"]) or None
+    param = ".".join(str(p) for p in err["loc"] if not _is_type_tag(p)) or None
     if err["type"] == "extra_forbidden":
         return bad_request(f"Unrecognized request argument supplied: {param}", param, "unrecognized_argument")
     if err["type"] == "missing":
         return bad_request(f"Missing required parameter: '{param}'", param, "missing_required_parameter")
     return bad_request(f"Invalid value for '{param}': {err['msg']} (got {err.get('input')!r})", param,
                        "invalid_type")
+
+
+def _is_type_tag(part) -> bool:
+    """pydantic names the union member in `loc` ('str', 'list[TextPart]'); clients know only fields."""
+    return isinstance(part, str) and ("[" in part or part[:1].isupper() or part in ("str", "int", "float", "bool"))
 
 
 def _refuse_unsupported(req: _Sampling) -> None:
