@@ -47,3 +47,20 @@ class FakeGenerator:
             lengths = [3] * (n // 3) + ([n % 3] if n % 3 else []) if speculative else []
             out.append(FakeResult(list(range(n)), f"answer-{sum(p)}", "length", lengths, len(p), n, 0.001, 0.01))
         return out
+
+
+class ByteTokenizer:
+    """Characters to ids modulo a tiny vocabulary, no chat template: enough for real engines on tiny models."""
+
+    chat_template = None
+    pad_token_id = 0
+    eos_token_id = None
+
+    def __init__(self, vocab: int):
+        self.vocab = vocab
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return [ord(c) % self.vocab for c in text][-40:]
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return "".join(chr(97 + i % 26) for i in ids)
