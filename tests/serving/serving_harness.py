@@ -80,12 +80,12 @@ def live_server(gen, **config):
     torch.set_num_threads(1)  # tiny matrices: more OpenMP threads only spin (badly, on a busy machine)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.time() + 30
-    while not server.started:
-        if time.time() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.02)
     try:
+        deadline = time.time() + 30
+        while not server.started:
+            if time.time() > deadline or not thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.02)
         yield f"http://127.0.0.1:{sock.getsockname()[1]}", app
     finally:
         server.should_exit = True
