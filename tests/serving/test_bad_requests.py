@@ -6,7 +6,6 @@ import json
 
 import httpx
 import pytest
-
 from serving_harness import API_KEY, MODEL, server  # noqa: F401  (fixture)
 
 CHAT, COMP = "/v1/chat/completions", "/v1/completions"

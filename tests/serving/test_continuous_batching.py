@@ -7,7 +7,6 @@ import time
 
 import httpx
 import pytest
-
 from serving_harness import API_KEY, MODEL, live_server, server, tiny_generator  # noqa: F401  (fixture)
 
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
@@ -58,7 +57,7 @@ def test_32_concurrent_requests_equal_each_run_alone(server):
 
     expected = asyncio.run(alone())
     got = asyncio.run(together())
-    for req, want, have in zip(requests, expected, got):
+    for req, want, have in zip(requests, expected, got, strict=True):
         assert have == want, req
     assert {f for _, f, _ in got} <= {"stop", "length"}
     server.wait_idle()

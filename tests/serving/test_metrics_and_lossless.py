@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 
 import httpx
-
 from conftest import reference_greedy
 from serving_harness import MODEL, server  # noqa: F401  (fixture)
 
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_]\w*="(?:[^"\\]|\\.)*",?)*\})? (-?[0-9.]+(e[+-]?\d+)?|\+Inf|NaN)$')
+NAME, LABEL = r"[a-zA-Z_:][a-zA-Z0-9_:]*", r'[a-zA-Z_]\w*="(?:[^"\\]|\\.)*"'
+SAMPLE = re.compile(rf"^({NAME})(\{{{LABEL}(?:,{LABEL})*\}})? (-?[0-9.]+(?:e[+-]?\d+)?|\+Inf|NaN)$")
 
 
 def scrape(url: str) -> dict[str, list[tuple[str, float]]]:
@@ -22,7 +22,7 @@ def scrape(url: str) -> dict[str, list[tuple[str, float]]]:
             continue
         m = SAMPLE.match(line)
         assert m, f"not Prometheus text: {line!r}"
-        samples.setdefault(m.group(1), []).append((m.group(2) or "", float(m.group(4))))
+        samples.setdefault(m.group(1), []).append((m.group(2) or "", float(m.group(3))))
     return samples
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from serving_harness import MODEL, server  # noqa: F401  (fixture)
 
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello."}]

@@ -38,11 +38,12 @@ class Event:
 class Handle:
     """One request as the HTTP side sees it: an event queue, and `cancel` for a departed client."""
 
-    def __init__(self, engine: "EngineLoop", request: EngineRequest):
+    def __init__(self, engine: EngineLoop, request: EngineRequest):
         self.engine, self.request = engine, request
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.t_arrival = time.perf_counter()
         self.seq_id: int | None = None  # engine-thread fields from here
+        self.prompt_tokens = 0
         self.in_queue = True  # counted in the queue depth until it gets a slot or ends
         self.ended = False  # engine side: done, failed or aborted
         self.closed = False  # HTTP side: saw the last event
@@ -145,6 +146,7 @@ class EngineLoop:
             log.exception("could not add a request")
             return self._fail(h, server_error(f"could not start the request: {type(exc).__name__}: {exc}"))
         self._by_seq[h.seq_id] = h
+        h.prompt_tokens = len(ids)
         self._send([(h, Event("accepted", prompt_tokens=len(ids)))])
 
     def _abort(self, h: Handle) -> None:
@@ -184,10 +186,10 @@ class EngineLoop:
             h = self._by_seq.get(u.seq_id)
             if h is None:
                 continue
-            if h.in_queue:
+            if h.in_queue:  # admitted by this step: its first token is here
                 self._leave_queue(h)
-                ttft = now - h.t_arrival
-                self.metrics.record(lambda m, t=ttft: m.ttft.observe(t))
+                self.metrics.record(lambda m, h=h: (m.ttft.observe(now - h.t_arrival),
+                                                    m.prompt_tokens.inc(h.prompt_tokens)))
             events.append((h, Event("delta", token_ids=u.token_ids, text=u.text)))
             if u.finished:
                 result = self.gen.pop_result(u.seq_id)
@@ -203,7 +205,6 @@ class EngineLoop:
     def _observe(m: Metrics, generated: int, finished: list, now: float) -> None:
         m.generated_tokens.inc(generated)
         for h, r in finished:
-            m.prompt_tokens.inc(r.prompt_tokens)
             m.e2e.observe(now - h.t_arrival)
             for length in r.acceptance_lengths:
                 m.acceptance.observe(length)

@@ -63,7 +63,7 @@ class Histogram:
 
     def lines(self) -> list[str]:
         out, total = [], 0
-        for bound, n in zip(self.buckets, self.counts):
+        for bound, n in zip(self.buckets, self.counts[:-1], strict=True):
             total += n
             out.append(f'{self.name}_bucket{{le="{_num(bound)}"}} {total}')
         out.append(f'{self.name}_bucket{{le="+Inf"}} {self.count}')
@@ -93,7 +93,7 @@ class Metrics:
                      Gauge("dflashkit_running_sequences", "Sequences in the running batch", running),
                      self.acceptance, self.ttft, self.tpot, self.e2e]
 
-    def record(self, fn: Callable[["Metrics"], None]) -> None:
+    def record(self, fn: Callable[[Metrics], None]) -> None:
         """Apply several updates atomically (the engine thread and the event loop both write)."""
         with self._lock:
             fn(self)
