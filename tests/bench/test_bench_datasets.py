@@ -76,7 +76,8 @@ def test_hub_ids_configs_and_splits(fake_hub):
     for name in DATASETS:
         load_samples(name)
     assert fake_hub == [("openai/gsm8k", "main", "test"), ("HuggingFaceH4/MATH-500", None, "test"),
-                        ("openai/openai_humaneval", None, "test"), ("google-research-datasets/mbpp", "sanitized", "test"),
+                        ("openai/openai_humaneval", None, "test"),
+                        ("google-research-datasets/mbpp", "sanitized", "test"),
                         ("HuggingFaceH4/mt_bench_prompts", None, "train")]
 
 

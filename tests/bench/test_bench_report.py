@@ -92,3 +92,18 @@ def test_compare_rejects_files_that_are_not_reports(tmp_path, capsys):
     other.write_text("{}")
     assert main(["compare", str(other), str(tmp_path / "absent.json")]) == 2
     assert "not a `dflashkit bench` report" in capsys.readouterr().err
+
+
+def test_compare_lines_up_two_single_mode_runs():
+    from dflashkit.bench.compare import render_comparison
+    from dflashkit.bench.records import RequestRecord, RunResult
+    from dflashkit.bench.report import build_report
+
+    def report(mode: str, tokens: int) -> dict:
+        record = RequestRecord("s", 0, 5, tokens, 1.0, 0.1)
+        return build_report(backend=mode, dataset="d", source="x", settings={}, info={},
+                            runs=[RunResult(mode, 1, 1.0, [record])])
+
+    text = render_comparison(report("hf", 10), report("openai", 30), "base", "ours")
+    row = next(line for line in text.splitlines() if line.startswith("hf vs openai"))
+    assert row.split()[3:7] == ["1", "10.0", "30.0", "3.00x"]

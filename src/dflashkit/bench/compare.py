@@ -25,12 +25,13 @@ def render_comparison(a: dict, b: dict, name_a: str = "A", name_b: str = "B") ->
         setup.append([label + mark, _short(va), _short(vb)])
     blocks = [format_table(["setting", name_a, name_b], setup)]
     rows = []
-    for mode, conc in _keys(a, b):
-        sa, sb = _summary(a, mode, conc), _summary(b, mode, conc)
+    for (mode_a, mode_b), conc in _pairs(a, b):
+        sa, sb = _summary(a, mode_a, conc), _summary(b, mode_b, conc)
         ta, tb = (s["tokens_per_s"] if s else None for s in (sa, sb))
-        rows.append([mode, str(conc), fmt(ta, 1), fmt(tb, 1), fmt(tb / ta if ta and tb else None, 2, "x"),
+        label = mode_a if mode_a == mode_b else f"{mode_a} vs {mode_b}"
+        rows.append([label, str(conc), fmt(ta, 1), fmt(tb, 1), fmt(tb / ta if ta and tb else None, 2, "x"),
                      fmt(_get(sa, "acceptance_length")), fmt(_get(sb, "acceptance_length")),
-                     fmt(_speedup(a, mode, conc), 2, "x"), fmt(_speedup(b, mode, conc), 2, "x"),
+                     fmt(_speedup(a, mode_a, conc), 2, "x"), fmt(_speedup(b, mode_b, conc), 2, "x"),
                      ms(_get(sa, "latency_s_p50")), ms(_get(sb, "latency_s_p50"))])
     headers = ["mode", "conc", f"tok/s {name_a}", f"tok/s {name_b}", f"{name_b}/{name_a}", f"tau {name_a}",
                f"tau {name_b}", f"speedup {name_a}", f"speedup {name_b}", f"lat p50 ms {name_a}",
@@ -41,9 +42,15 @@ def render_comparison(a: dict, b: dict, name_a: str = "A", name_b: str = "B") ->
     return "\n\n".join(blocks)
 
 
-def _keys(a: dict, b: dict) -> list[tuple[str, int]]:
+def _pairs(a: dict, b: dict) -> list[tuple[tuple[str, str], int]]:
+    """Rows to line up: same mode and concurrency; two single-mode runs (hf vs openai) pair by concurrency."""
+    modes_a = list(dict.fromkeys(s["mode"] for s in a["summaries"]))
+    modes_b = list(dict.fromkeys(s["mode"] for s in b["summaries"]))
     keys = [(s["mode"], s["concurrency"]) for r in (a, b) for s in r["summaries"]]
-    return list(dict.fromkeys(keys))
+    if len(modes_a) == len(modes_b) == 1 and modes_a != modes_b:
+        concs = dict.fromkeys(c for _, c in keys)
+        return [((modes_a[0], modes_b[0]), c) for c in concs]
+    return [((mode, mode), conc) for mode, conc in dict.fromkeys(keys)]
 
 
 def _summary(report: dict, mode: str, conc: int) -> dict | None:
