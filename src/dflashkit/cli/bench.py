@@ -29,6 +29,8 @@ def register(sub) -> None:
     p.add_argument("--block-size", type=int, default=None, help="local: verify block size (default: adaptive)")
     p.add_argument("--device", default=None, help="local/hf: cuda, cpu, cuda:1 ... (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="local/hf: bfloat16, float16, float32 (default: bf16 on GPU)")
+    p.add_argument("--max-length", type=int, default=None, help="local: context to allocate per sequence "
+                   "(prompt + answer; default: the engine's)")
     p.add_argument("--mode", choices=("both", "ar", "dflash"), default="both", help="local: which decoders to time")
     p.add_argument("--base-url", default=None, help="openai: server URL, e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--api-key", default=None, help="openai: bearer token, if the server wants one")
@@ -55,8 +57,8 @@ def run(args) -> int:
     samples, source = load_samples(args.dataset, args.num_prompts)
     modes = ("ar", "dflash") if args.mode == "both" else (args.mode,)
     backend = make_backend(args.backend, model=args.model, draft=args.draft, device=args.device, dtype=args.dtype,
-                           block_size=args.block_size, modes=modes, base_url=args.base_url, api_key=args.api_key,
-                           timeout=args.timeout)
+                           block_size=args.block_size, max_length=args.max_length, modes=modes,
+                           base_url=args.base_url, api_key=args.api_key, timeout=args.timeout)
     log = lambda text: print(text, file=sys.stderr)  # noqa: E731
     log(f"bench: {len(samples)} prompts from {source}; backend {args.backend}; concurrency {concurrencies}")
     try:
