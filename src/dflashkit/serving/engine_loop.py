@@ -28,7 +28,6 @@ log = logging.getLogger("dflashkit.serve")
 @dataclass
 class Event:
     kind: str  # "accepted" | "delta" | "done" | "error"
-    prompt_tokens: int = 0
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
     result: GenerationResult | None = None
@@ -147,7 +146,7 @@ class EngineLoop:
             return self._fail(h, server_error(f"could not start the request: {type(exc).__name__}: {exc}"))
         self._by_seq[h.seq_id] = h
         h.prompt_tokens = len(ids)
-        self._send([(h, Event("accepted", prompt_tokens=len(ids)))])
+        self._send([(h, Event("accepted"))])
 
     def _abort(self, h: Handle) -> None:
         if h.ended:
@@ -161,7 +160,7 @@ class EngineLoop:
     def _evict(self, seq_id: int) -> None:
         self.gen.abort(seq_id)
         seq = self.gen.sequences.get(seq_id)
-        if seq is not None and seq in self.gen.slots:  # finished inside a failed step: abort() leaves it
+        if seq is not None and any(s is seq for s in self.gen.slots):  # finished in a failed step: abort() skips it
             self.gen._release(seq)
         if seq_id in self.gen.sequences:
             self.gen.pop_result(seq_id)
