@@ -16,6 +16,7 @@ def _pyplot():
 
 def write_plots(report: dict, out_dir: str | Path, stem: str) -> list[Path]:
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     paths = []
     if any(s["acceptance_histogram"] for s in report["summaries"]):
         paths.append(acceptance_histogram(report, out / f"{stem}-acceptance.png"))
@@ -38,6 +39,8 @@ def acceptance_histogram(report: dict, path: Path) -> Path:
         xs = sorted(hist)
         ax.bar([x - 0.4 + width * (i + 0.5) for x in xs], [hist[x] / steps for x in xs], width=width,
                label=f"{s['mode']} c={s['concurrency']} (tau {s['acceptance_length']:.2f})")
+    lengths = sorted({int(k) for s in series for k in s["acceptance_histogram"]})
+    ax.set_xticks(range(lengths[0], lengths[-1] + 1))
     ax.set_xlabel("tokens committed per verify step (acceptance length)")
     ax.set_ylabel("share of steps")
     ax.set_title(f"{report['dataset']}: acceptance lengths")
@@ -51,7 +54,7 @@ def throughput_plot(report: dict, path: Path) -> Path:
     for mode in dict.fromkeys(s["mode"] for s in report["summaries"]):
         points = sorted((s["concurrency"], s["tokens_per_s"]) for s in report["summaries"] if s["mode"] == mode)
         ax.plot(*zip(*points), marker="o", label=mode)
-    ax.set_xscale("log", base=2)
+    _concurrency_axis(ax, [s["concurrency"] for s in report["summaries"]])
     ax.set_xlabel("concurrency")
     ax.set_ylabel("output tokens / s")
     ax.set_title(f"{report['dataset']}: throughput")
@@ -65,11 +68,20 @@ def speedup_plot(report: dict, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     ax.plot(*zip(*points), marker="o", color="C2")
     ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
-    ax.set_xscale("log", base=2)
+    _concurrency_axis(ax, [c for c, _ in points])
     ax.set_xlabel("concurrency")
     ax.set_ylabel("DFlash speedup over AR (tok/s)")
     ax.set_title(f"{report['dataset']}: speedup")
     return _save(fig, path, plt)
+
+
+def _concurrency_axis(ax, concurrencies: list[int]) -> None:
+    """Log-2 axis ticked at exactly the concurrencies run, labelled as plain integers."""
+    ticks = sorted(set(concurrencies))
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(t) for t in ticks])
+    ax.minorticks_off()
 
 
 def _save(fig, path: Path, plt) -> Path:
