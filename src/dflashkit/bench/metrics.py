@@ -44,13 +44,13 @@ def summarize(run: RunResult) -> dict:
 
 def compare_modes(runs: list[RunResult], summaries: list[dict]) -> dict[str, dict]:
     """Per concurrency with both `ar` and `dflash`: throughput speedup and the share of identical outputs."""
-    by_key = {(r.mode, r.concurrency): (r, s) for r, s in zip(runs, summaries)}
+    by_key = {(r.mode, r.concurrency): (r, s) for r, s in zip(runs, summaries, strict=True)}
     out = {}
     for (mode, conc), (dflash, dflash_sum) in by_key.items():
         if mode != "dflash" or ("ar", conc) not in by_key:
             continue
         ar, ar_sum = by_key[("ar", conc)]
-        pairs = [(a, b) for a, b in zip(ar.records, dflash.records) if not a.error and not b.error]
+        pairs = [(a, b) for a, b in zip(ar.records, dflash.records, strict=False) if not a.error and not b.error]
         out[str(conc)] = {
             "speedup": dflash_sum["tokens_per_s"] / ar_sum["tokens_per_s"] if ar_sum["tokens_per_s"] else None,
             "latency_speedup": _ratio(ar_sum["latency_s_p50"], dflash_sum["latency_s_p50"]),

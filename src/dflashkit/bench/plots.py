@@ -53,7 +53,7 @@ def throughput_plot(report: dict, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for mode in dict.fromkeys(s["mode"] for s in report["summaries"]):
         points = sorted((s["concurrency"], s["tokens_per_s"]) for s in report["summaries"] if s["mode"] == mode)
-        ax.plot(*zip(*points), marker="o", label=mode)
+        ax.plot(*zip(*points, strict=True), marker="o", label=mode)
     _concurrency_axis(ax, [s["concurrency"] for s in report["summaries"]])
     ax.set_xlabel("concurrency")
     ax.set_ylabel("output tokens / s")
@@ -66,7 +66,7 @@ def speedup_plot(report: dict, path: Path) -> Path:
     plt = _pyplot()
     points = sorted((int(c), v["speedup"]) for c, v in report["by_concurrency"].items() if v.get("speedup"))
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    ax.plot(*zip(*points), marker="o", color="C2")
+    ax.plot(*zip(*points, strict=True), marker="o", color="C2")
     ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
     _concurrency_axis(ax, [c for c, _ in points])
     ax.set_xlabel("concurrency")

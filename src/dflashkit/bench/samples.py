@@ -16,7 +16,7 @@ class Sample:
         """The chat for the next turn: earlier turns with the model's own answers, then the next question."""
         k = len(answers)
         chat = [{"role": "system", "content": self.system}] if self.system else []
-        for question, answer in zip(self.turns[:k], answers):
+        for question, answer in zip(self.turns[:k], answers, strict=True):
             chat += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
         return chat + [{"role": "user", "content": self.turns[k]}]
 

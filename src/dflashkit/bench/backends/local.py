@@ -55,7 +55,7 @@ class LocalBackend(Backend):
             prompts = [self.gen.chat_prompt(wave[i].messages(answers[i])) for i in active]
             results = self.gen.generate(prompts, params, speculative=speculative)
             self.engine_steps += max((len(r.acceptance_lengths or ()) for r in results), default=0)
-            for i, result in zip(active, results):
+            for i, result in zip(active, results, strict=True):
                 answers[i].append(result.text)
                 record = _record(wave[i].id, turn, result, speculative)
                 records.append(record)
