@@ -76,3 +76,12 @@ def test_exported_drafter_loads_and_drafts(tiny_data, tmp_path):
     out = gen.generate([[1, 2, 3], [4, 5]], SamplingParams(max_new_tokens=12))
     ref = Generator(TargetModel(copy.deepcopy(model), tok), None, tok, max_batch=2, max_length=96)
     assert [r.token_ids for r in out] == [r.token_ids for r in ref.generate([[1, 2, 3], [4, 5]], SamplingParams(max_new_tokens=12))]
+
+
+def test_time_budget_sizes_the_schedule_and_finishes(tiny_data, tmp_path):
+    data, model, tok = tiny_data
+    summary = train(config(data, tmp_path, max_steps=100_000, time_budget_s=18.0), target=(model, tok))
+    rows = log_rows(tmp_path)
+    sized = [r["total_steps"] for r in rows if r.get("event") == "schedule"]
+    assert sized and summary["step"] <= sized[-1] < 100_000 and summary["elapsed_s"] < 18.0
+    assert (tmp_path / "draft" / "model.safetensors").is_file()

@@ -15,13 +15,18 @@ from ..models.target import TargetModel
 
 
 def acceptance(gen: Generator, prompts: list[list[int]], max_new_tokens: int = 256,
-               progress: bool = False) -> dict:
-    """-> {tau, histogram {accepted: steps}, steps, prompts, tokens}; tau = tokens committed per target step."""
+               progress: bool = False, texts: bool = False) -> dict:
+    """-> {tau, histogram {accepted: steps}, steps, prompts, tokens}; tau = tokens committed per target step.
+
+    `texts`: also return the answers (multi-turn evaluation asks the next turn after them)."""
     results = gen.generate(prompts, SamplingParams(max_new_tokens=max_new_tokens), speculative=True,
                            progress=progress)
     lengths = [a for r in results for a in r.acceptance_lengths]
-    return {"tau": sum(lengths) / max(1, len(lengths)), "histogram": dict(sorted(Counter(lengths).items())),
-            "steps": len(lengths), "prompts": len(prompts), "tokens": sum(r.completion_tokens for r in results)}
+    out = {"tau": sum(lengths) / max(1, len(lengths)), "histogram": dict(sorted(Counter(lengths).items())),
+           "steps": len(lengths), "prompts": len(prompts), "tokens": sum(r.completion_tokens for r in results)}
+    if texts:
+        out["texts"] = [r.text for r in results]
+    return out
 
 
 class TauProbe:

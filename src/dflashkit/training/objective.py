@@ -47,7 +47,8 @@ class BlockObjective(nn.Module):
         ctx = draft.project_context(features)
         ctx_pos = torch.arange(length, device=features.device)[None].expand(b, -1)
         ctx_kv = draft.context_kv(ctx, ctx_pos)
-        noise = F.embedding(blocks.input_ids, self.frozen["embed"]) * draft.config.input_embedding_scale
+        # fp32 residual stream (matmuls still run in bf16 under autocast)
+        noise = F.embedding(blocks.input_ids, self.frozen["embed"]).float() * draft.config.input_embedding_scale
         hidden = draft_blocks(draft, noise, blocks.positions, ctx_kv, masks)  # [B, Q, hidden]
         sel = blocks.label_mask
         logits = draft.logits(hidden[sel], self.frozen["head"])  # [N, vocab], N = labelled slots only

@@ -83,11 +83,12 @@ def normalise(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().lower()
 
 
-def load_conversations(source: str, max_turns: int = 1, limit: int | None = None, seed: int = 0,
+def load_conversations(source: str, max_turns: int = 1, limit: int | None = None, seed: int | None = 0,
                        exclude: Iterable[str] = (), min_chars: int = 8, max_chars: int = 6000) -> list[list[str]]:
     """Deduplicated, shuffled conversations (user turns, at most `max_turns`), benchmark prompts removed.
 
     `exclude`: benchmark prompts; a conversation whose first turn contains the start of one is dropped.
+    `seed` None keeps the file order.
     """
     keys = [normalise(e)[:80] for e in exclude if normalise(e)]
     seen, out = set(), []
@@ -100,7 +101,8 @@ def load_conversations(source: str, max_turns: int = 1, limit: int | None = None
             continue
         seen.add(first)
         out.append(turns)
-    random.Random(seed).shuffle(out)
+    if seed is not None:
+        random.Random(seed).shuffle(out)
     if not out:
         raise ConfigError(f"no usable prompts in {source} (need user turns of {min_chars}..{max_chars} chars)")
     return out[:limit] if limit else out

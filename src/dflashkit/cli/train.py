@@ -1,0 +1,80 @@
+"""`dflashkit train`: train a DFlash drafter on datagen shards (one GPU, CPU, or `torchrun` for several GPUs).
+
+Values come from the TrainConfig defaults, then `--config file.json`, then flags; the flags are made from
+the config's fields, so the two can never drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import MISSING, fields
+
+HELP = {
+    "data": "datagen output directories or shard files",
+    "out": "run directory: checkpoints/, draft/ (final, published format), log.jsonl",
+    "target": "target model: hub id, local dir or .gguf (default: embedded SmolLM2-135M-Instruct)",
+    "num_layers": "drafter layers",
+    "block_size": "tokens per drafted block (anchor + block_size - 1 predictions)",
+    "target_layer_ids": "target layers whose outputs feed the drafter (comma list; default: spread evenly)",
+    "init": "'target' (copy the target's top layers) or 'random'",
+    "init_draft": "start from this drafter's weights",
+    "anchors": "blocks per sequence per step (at most)",
+    "gamma": "loss decay over block offsets (default 7 for block 16, 4 for block 8)",
+    "max_len": "truncate sequences to this many tokens",
+    "batch_size": "sequences per micro-batch per GPU",
+    "grad_accum": "micro-batches per optimizer step",
+    "epochs": "stop after this many passes over the data",
+    "time_budget_s": "finish (schedule sized to fit, final checkpoint written) within this many seconds",
+    "eval_every": "steps between tau checks on held-out prompts (0: only at the end)",
+    "eval_prompts": "held-out prompts JSONL (default: <data>/heldout.jsonl)",
+    "export_dtype": "dtype of the final drafter in <out>/draft",
+    "resume": "continue from the newest checkpoint in --out",
+}
+
+
+def register(sub) -> None:
+    from ..training.train_config import TrainConfig
+
+    p = sub.add_parser("train", help="train a DFlash drafter on `dflashkit datagen` output",
+                       description="Train a drafter with the DFlash block objective. Multi-GPU: "
+                                   "torchrun --nproc-per-node N -m dflashkit.cli.main train ...")
+    p.add_argument("--config", default=None, help="JSON file of TrainConfig fields (flags override it)")
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else f.default_factory()
+        text = HELP.get(f.name, "")
+        text = f"{text} (default: {default})" if text else f"(default: {default})"
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif f.name == "data":
+            p.add_argument(flag, nargs="+", default=None, help=text)
+        elif f.name == "target_layer_ids":
+            p.add_argument(flag, type=_int_list, default=None, help=text)
+        else:
+            p.add_argument(flag, type=_type_of(f.name, default), default=None, help=text)
+    p.add_argument("--model", dest="target", default=None, help="alias of --target")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..training.train_config import TrainConfig
+    from ..training.trainer import train
+
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    cfg = TrainConfig.from_json(args.config, **values) if args.config else TrainConfig(**values)
+    summary = train(cfg)
+    print(json.dumps({"train": summary}), flush=True)
+    return 0
+
+
+def _type_of(name: str, default):
+    if isinstance(default, int):
+        return int
+    if isinstance(default, float) or name in ("gamma", "epochs", "time_budget_s"):
+        return float
+    return str
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(x) for x in text.replace(" ", "").split(",") if x]
