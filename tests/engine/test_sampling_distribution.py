@@ -107,3 +107,32 @@ def test_seed_reproducible_regardless_of_batch():
     noisy = SamplingParams(max_new_tokens=12, temperature=1.0)
     batched = gen.generate([[5, 6], [1, 2, 3], [7]], [noisy, p, noisy])[1].token_ids
     assert alone == batched
+
+
+def test_block_size_one_sampling_is_plain_sampling():
+    """Adaptive block size may pick 1 (no drafts): rejection sampling with K = 0 samples from p."""
+    torch.manual_seed(1)
+    p_row = torch.softmax(torch.randn(1, 6), -1)
+    n = 20000
+    p = p_row.expand(n, 1, 6)
+    accepted, nxt = sampling.accept_rejection(torch.zeros(n, 0, dtype=torch.long), p, p.new_zeros(n, 0, 6),
+                                              torch.rand(n, 0), torch.rand(n))
+    assert (accepted == 0).all()
+    assert _chi2_pvalue(nxt, p_row[0]) > ALPHA
+    target, _ = build_tiny("llama", seed=3)
+    gen = Generator(target, random_draft(target), block_size=4, max_batch=2, max_length=64)
+    gen.controller.fixed = 1
+    out = gen.generate([[1, 2], [3]], SamplingParams(max_new_tokens=8, temperature=1.0))
+    assert all(len(r.token_ids) == 8 for r in out)
+
+
+def test_generate_leaves_engine_usable_after_an_error(monkeypatch):
+    target, _ = build_tiny("llama", seed=3)
+    gen = Generator(target, random_draft(target), block_size=4, max_batch=2, max_length=64)
+    real = gen._step_body
+    monkeypatch.setattr(gen, "_step_body", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        gen.generate([[1, 2, 3]], SamplingParams(max_new_tokens=8))
+    monkeypatch.setattr(gen, "_step_body", real)
+    assert not gen.has_work()
+    assert len(gen.generate([[1, 2, 3]], SamplingParams(max_new_tokens=8))[0].token_ids) == 8

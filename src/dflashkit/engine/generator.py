@@ -145,11 +145,13 @@ class Generator:
         return seq.id
 
     def abort(self, seq_id: int) -> None:
+        """Stop a request now and free its slot (also one that finished in a step that then failed)."""
         seq = self.sequences.get(seq_id)
-        if seq is None or seq.finished:
+        if seq is None:
             return
-        seq.finish_reason = "abort"
-        seq.t_end = time.perf_counter()
+        if not seq.finished:
+            seq.finish_reason = "abort"
+            seq.t_end = time.perf_counter()
         if seq in self.waiting:
             self.waiting.remove(seq)
         self._release(seq)
@@ -373,7 +375,14 @@ class Generator:
 
                 bar = tqdm(total=len(ids), desc="generate", unit="req")
             while self.has_work():
-                for update in self.step():
+                try:
+                    step_updates = self.step()
+                except BaseException:
+                    for seq_id in ids:  # leave the engine idle and usable
+                        self.abort(seq_id)
+                        self.sequences.pop(seq_id, None)
+                    raise
+                for update in step_updates:
                     if on_update is not None:
                         on_update(update)
                     if update.finished and bar is not None:

@@ -132,7 +132,7 @@ def accept_rejection(drafts: torch.Tensor, p: torch.Tensor, q: torch.Tensor, u_a
     accepted = ok.int().cumprod(-1).sum(-1)  # [B]
     rows = torch.arange(b, device=p.device)
     p_next = p[rows, accepted]  # [B, V]
-    q_pad = torch.cat([q, torch.zeros_like(q[:, :1])], dim=1)  # q = 0 after the last draft: residual = p
+    q_pad = torch.cat([q, q.new_zeros(b, 1, q.shape[-1])], dim=1)  # q = 0 after the last draft: residual = p
     residual = (p_next - q_pad[rows, accepted]).clamp_min(0)
     mass = residual.sum(-1, keepdim=True)
     residual = torch.where(mass > 0, residual / mass.clamp_min(1e-30), p_next)
