@@ -158,10 +158,7 @@ class EngineLoop:
         self.running = self.gen.num_running
 
     def _evict(self, seq_id: int) -> None:
-        self.gen.abort(seq_id)
-        seq = self.gen.sequences.get(seq_id)
-        if seq is not None and any(s is seq for s in self.gen.slots):  # finished in a failed step: abort() skips it
-            self.gen._release(seq)
+        self.gen.abort(seq_id)  # also frees the slot of a sequence that finished inside a failed step
         if seq_id in self.gen.sequences:
             self.gen.pop_result(seq_id)
 
