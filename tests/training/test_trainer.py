@@ -80,8 +80,8 @@ def test_exported_drafter_loads_and_drafts(tiny_data, tmp_path):
 
 def test_time_budget_sizes_the_schedule_and_finishes(tiny_data, tmp_path):
     data, model, tok = tiny_data
-    summary = train(config(data, tmp_path, max_steps=100_000, time_budget_s=18.0), target=(model, tok))
+    summary = train(config(data, tmp_path, max_steps=100_000, time_budget_s=5.0), target=(model, tok))
     rows = log_rows(tmp_path)
     sized = [r["total_steps"] for r in rows if r.get("event") == "schedule"]
-    assert sized and summary["step"] <= sized[-1] < 100_000 and summary["elapsed_s"] < 18.0
+    assert sized and summary["step"] <= sized[-1] < 100_000 and summary["elapsed_s"] < 5.0
     assert (tmp_path / "draft" / "model.safetensors").is_file()

@@ -58,14 +58,19 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..training.train_config import TrainConfig
     from ..training.trainer import train
 
-    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
-    cfg = TrainConfig.from_json(args.config, **values) if args.config else TrainConfig(**values)
-    summary = train(cfg)
+    summary = train(config_from_args(args))
     print(json.dumps({"train": summary}), flush=True)
     return 0
+
+
+def config_from_args(args):
+    """Defaults, then the --config JSON, then the flags given."""
+    from ..training.train_config import TrainConfig
+
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    return TrainConfig.from_json(args.config, **values) if args.config else TrainConfig(**values)
 
 
 def _type_of(name: str, default):

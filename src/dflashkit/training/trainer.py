@@ -29,7 +29,7 @@ from .schedule import cosine_lr
 from .train_config import TrainConfig
 
 _CALIBRATE = (3, 13, 50, 200, 600)  # time-boxed: step rate measured from step 3; schedule re-sized at the others
-_RESERVE_S = 15.0  # time kept for the final checkpoint, export and tau check
+_RESERVE_S = 15.0  # time kept for the final checkpoint, export and tau check (at most 10% of the budget)
 
 
 def train(cfg: TrainConfig, target: tuple[nn.Module, object] | None = None, halt_after: int | None = None) -> dict:
@@ -123,7 +123,7 @@ class _Run:
                 self.log.write(step=step, lr=lr, elapsed_s=round(st["elapsed_s"], 1), **means)
                 window = _Window()
             out_of_time = self._agree(cfg.time_budget_s is not None and
-                                      time.time() - t0 > cfg.time_budget_s - _RESERVE_S)
+                                      time.time() - t0 > cfg.time_budget_s - _reserve(cfg))
             if step % cfg.save_every == 0 or step == total or out_of_time:
                 self._save()
             if self.probe is not None and cfg.eval_every and step % cfg.eval_every == 0 and step < total:
@@ -167,7 +167,7 @@ class _Run:
         """Schedule length that the measured step rate fits in the time budget (re-sized as the rate settles)."""
         lo, n = _CALIBRATE[0], max(marks)  # marks: steps done in this process -> wall time
         rate = (marks[n] - marks[lo]) / (n - lo)
-        left = self.cfg.time_budget_s - _RESERVE_S - (time.time() - t0)
+        left = self.cfg.time_budget_s - _reserve(self.cfg) - (time.time() - t0)
         total = min(self.max_steps, step + max(1, int(left / max(rate, 1e-6))))
         if self.env.enabled:
             t = torch.tensor([total], device=self.dev)
@@ -215,6 +215,10 @@ class _Run:
         prompts = [chat_prompt(self.tokenizer, [{"role": "user", "content": c[0]}]) for c in convs]
         return TauProbe(self.hf_model, self.tokenizer, [p for p in prompts if len(p) < 1024],
                         self.cfg.eval_max_new_tokens)
+
+
+def _reserve(cfg: TrainConfig) -> float:
+    return min(_RESERVE_S, 0.1 * (cfg.time_budget_s or 0.0))
 
 
 def _optimizer(draft: nn.Module, cfg: TrainConfig, on_gpu: bool) -> torch.optim.Optimizer:

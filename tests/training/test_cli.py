@@ -1,0 +1,36 @@
+"""The train/datagen/eval commands parse into the values the library gets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dflashkit.cli.main import build_parser
+from dflashkit.cli.train import config_from_args
+from dflashkit.errors import ConfigError
+
+
+def test_train_flags_override_json_which_overrides_defaults(tmp_path):
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps({"lr": 1e-4, "anchors": 64, "num_layers": 5}))
+    args = build_parser().parse_args(["train", "--config", str(path), "--data", "d1", "d2", "--lr", "2e-3",
+                                      "--target-layer-ids", "1,5,9", "--no-resume", "--time-budget-s", "60"])
+    cfg = config_from_args(args)
+    assert cfg.lr == 2e-3 and cfg.anchors == 64 and cfg.num_layers == 5 and cfg.block_size == 16
+    assert cfg.data == ["d1", "d2"] and cfg.target_layer_ids == [1, 5, 9] and cfg.resume is False
+    assert cfg.time_budget_s == 60.0
+
+
+def test_unknown_json_keys_are_named(tmp_path):
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps({"learning_rate": 1e-4}))
+    with pytest.raises(ConfigError, match="learning_rate"):
+        config_from_args(build_parser().parse_args(["train", "--config", str(path)]))
+
+
+def test_datagen_and_eval_parse():
+    args = build_parser().parse_args(["datagen", "--out", "x", "--max-prompts", "10", "--turns", "2"])
+    assert args.max_prompts == 10 and args.turns == 2 and args.prompts == "sharegpt"
+    args = build_parser().parse_args(["eval", "--draft", "d", "--dataset", "humaneval", "--dataset", "p.jsonl"])
+    assert args.dataset == ["humaneval", "p.jsonl"] and args.max_new_tokens == 256
