@@ -6,13 +6,13 @@ import copy
 import json
 
 import pytest
+from trainkit import ByteTokenizer, tiny_llama
 
 from dflashkit import Generator, SamplingParams, TargetModel
 from dflashkit.engine.generator import chat_prompt
 from dflashkit.training.datagen import run_datagen
 from dflashkit.training.prompts import iter_json_array, load_conversations
-from dflashkit.training.shards import list_shards, read_shard, shard_is_complete, shard_path, write_shard, Row
-from trainkit import ByteTokenizer, tiny_llama
+from dflashkit.training.shards import Row, list_shards, read_shard, shard_is_complete, shard_path, write_shard
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_rows_hold_prompt_then_the_targets_greedy_answer(engine, tmp_path):
     run_datagen(gen, convs, tmp_path, encoder(tok), SamplingParams(max_new_tokens=10), shard_size=2, progress=False)
     assert [p.name for p in list_shards(tmp_path)] == ["shard-00000.safetensors", "shard-00001.safetensors"]
     rows = read_shard(shard_path(tmp_path, 0)) + read_shard(shard_path(tmp_path, 1))
-    for (tokens, mask), conv in zip(rows, convs):
+    for (tokens, mask), conv in zip(rows, convs, strict=True):
         prompt = chat_prompt(tok, [{"role": "user", "content": conv[0]}])
         assert tokens[:len(prompt)].tolist() == prompt and not mask[:len(prompt)].any() and mask[len(prompt):].all()
         answer = gen.generate([prompt], SamplingParams(max_new_tokens=10))[0].token_ids
@@ -102,7 +102,8 @@ def test_truncated_sharegpt_json_and_record_shapes(tmp_path):
     convs = load_conversations(str(path), max_turns=2, seed=0)
     assert sorted(convs) == [["a messages prompt"], ["hello there", "second turn"]]
     jsonl = tmp_path / "p.jsonl"
-    jsonl.write_text("\n".join(json.dumps(r) for r in [{"prompt": "plain prompt here"}, {"turns": ["turn number one", "turn two"]}]))
+    rows = [{"prompt": "plain prompt here"}, {"turns": ["turn number one", "turn two"]}]
+    jsonl.write_text("\n".join(json.dumps(r) for r in rows))
     assert sorted(load_conversations(str(jsonl), max_turns=1)) == [["plain prompt here"], ["turn number one"]]
 
 

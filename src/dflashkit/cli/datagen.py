@@ -49,7 +49,8 @@ def run(args) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {"model": args.model, "prompts": args.prompts, "turns": args.turns, "max_new_tokens": args.max_new_tokens,
+    settings = {"model": args.model, "prompts": args.prompts, "turns": args.turns,
+                "max_new_tokens": args.max_new_tokens,
                 "max_prompt_tokens": args.max_prompt_tokens, "temperature": args.temperature, "top_p": args.top_p,
                 "seed": args.seed, "shard_size": args.shard_size, "heldout": args.heldout}
     _check_same_settings(out / "datagen.json", settings, ConfigError)

@@ -51,7 +51,7 @@ def run(args) -> int:
             prompts = [gen.chat_prompt(_messages(samples[i], answers[i], k)) for i in rows]
             prompts = [p[-(max_length - args.max_new_tokens - 1):] for p in prompts]
             result = acceptance(gen, prompts, args.max_new_tokens, texts=True)
-            for i, text in zip(rows, result.pop("texts")):
+            for i, text in zip(rows, result.pop("texts"), strict=True):
                 answers[i].append(text)
             per_turn.append(result)
         report["datasets"][name] = _merge(per_turn)
@@ -78,7 +78,7 @@ def load_prompts(name: str, limit: int | None) -> list[list[str]]:
 
 def _messages(turns: list[str], answers: list[str], k: int) -> list[dict]:
     msgs = []
-    for q, a in zip(turns[:k], answers):
+    for q, a in zip(turns[:k], answers, strict=False):
         msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
     return msgs + [{"role": "user", "content": turns[k]}]
 
@@ -89,6 +89,7 @@ def _merge(parts: list[dict]) -> dict:
         for k, v in part["histogram"].items():
             hist[k] = hist.get(k, 0) + v
     steps = sum(hist.values())
-    return {"tau": round(sum(k * v for k, v in hist.items()) / max(1, steps), 4), "histogram": dict(sorted(hist.items())),
+    tau = sum(k * v for k, v in hist.items()) / max(1, steps)
+    return {"tau": round(tau, 4), "histogram": dict(sorted(hist.items())),
             "steps": steps, "prompts": parts[0]["prompts"] if parts else 0,
             "tokens": sum(p["tokens"] for p in parts), "turns": len(parts)}

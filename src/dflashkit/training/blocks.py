@@ -29,7 +29,7 @@ class Blocks:
     def block_size(self) -> int:
         return self.input_ids.shape[1] // max(self.anchors.shape[1], 1)
 
-    def to(self, device) -> "Blocks":
+    def to(self, device) -> Blocks:
         return Blocks(*(t.to(device, non_blocking=True) for t in (
             self.anchors, self.valid, self.input_ids, self.positions, self.labels, self.label_mask)))
 

@@ -101,7 +101,7 @@ def run_datagen(gen: Generator, conversations: list[list[str]], out_dir, encode:
 
 def _messages(turns: list[str], answers: list[str], turn: int) -> list[dict]:
     msgs = []
-    for question, answer in zip(turns[:turn], answers):
+    for question, answer in zip(turns[:turn], answers, strict=False):
         msgs += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
     return msgs + [{"role": "user", "content": turns[turn]}]
 

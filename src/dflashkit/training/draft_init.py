@@ -47,7 +47,7 @@ def copy_top_layers(hf_model: nn.Module, draft: DFlashDraft) -> int:
     norms_ok = not str(getattr(hf_model.config, "model_type", "")).startswith("gemma")
     copied = 0
     with torch.no_grad():
-        for dst, src in zip(draft.layers, src_layers):
+        for dst, src in zip(draft.layers, src_layers, strict=True):
             src_state = src.state_dict()
             for name, p in dst.named_parameters():
                 if "norm" in name and not norms_ok:
@@ -56,8 +56,9 @@ def copy_top_layers(hf_model: nn.Module, draft: DFlashDraft) -> int:
                     p.copy_(src_state[name].float())
                     copied += 1
         norm = getattr(getattr(hf_model, "model", None), "norm", None)
-        if norms_ok and norm is not None and getattr(norm, "weight", None) is not None and norm.weight.shape == draft.norm.weight.shape:
-            draft.norm.weight.copy_(norm.weight.float())
+        weight = getattr(norm, "weight", None)
+        if norms_ok and weight is not None and weight.shape == draft.norm.weight.shape:
+            draft.norm.weight.copy_(weight.float())
             copied += 1
     return copied
 

@@ -46,7 +46,7 @@ def draft_blocks(draft: DFlashDraft, noise_embeds: torch.Tensor, positions: torc
     """noise_embeds [B, Q, hidden] at positions [B, Q]; masks [B, 1, Q, S+Q] per layer -> hidden [B, Q, hidden]."""
     cos, sin = draft.rotary(positions, noise_embeds.dtype)
     x = noise_embeds
-    for layer, (ctx_k, ctx_v), mask in zip(draft.layers, ctx_kv, masks):
+    for layer, (ctx_k, ctx_v), mask in zip(draft.layers, ctx_kv, masks, strict=True):
         x = x + _attention(layer.self_attn, layer.input_layernorm(x), cos, sin, ctx_k, ctx_v, mask)
         x = x + layer.mlp(layer.post_attention_layernorm(x))
     return draft.norm(x)

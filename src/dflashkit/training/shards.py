@@ -62,7 +62,7 @@ def read_shard(path: Path) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
     data = load_file(str(path))
     tok, mask, off = data["tokens"].long(), data["loss_mask"].bool(), data["offsets"].tolist()
-    return [(tok[a:b], mask[a:b]) for a, b in zip(off[:-1], off[1:])]
+    return [(tok[a:b], mask[a:b]) for a, b in zip(off[:-1], off[1:], strict=True)]
 
 
 def list_shards(directory: str | Path) -> list[Path]:

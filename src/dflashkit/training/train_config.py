@@ -49,7 +49,7 @@ class TrainConfig:
     resume: bool = True  # continue from the newest checkpoint in <out>
     tensorboard: bool = True
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         if not self.data:
             raise ConfigError("no training data: pass --data DIR (output of `dflashkit datagen`)")
         for name in ("num_layers", "anchors", "batch_size", "grad_accum", "max_steps", "log_every", "save_every"):
@@ -62,7 +62,7 @@ class TrainConfig:
         return self
 
     @classmethod
-    def from_json(cls, path: str | Path, **overrides) -> "TrainConfig":
+    def from_json(cls, path: str | Path, **overrides) -> TrainConfig:
         try:
             raw = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:

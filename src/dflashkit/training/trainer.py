@@ -66,7 +66,8 @@ class _Run:
             if cfg.init_draft:
                 from ..models.drafter import DFlashDraft
 
-                self.draft.load_state_dict(DFlashDraft.from_pretrained(cfg.init_draft, dtype=torch.float32).state_dict())
+                start = DFlashDraft.from_pretrained(cfg.init_draft, dtype=torch.float32)
+                self.draft.load_state_dict(start.state_dict())
             self.state = {"step": 0, "total_steps": None, "elapsed_s": 0.0}
         self.draft = self.draft.to(self.dev).train()
         self.features = TargetFeatures(hf_model, self.draft.target_layer_ids)
@@ -140,7 +141,8 @@ class _Run:
             micro = step * cfg.grad_accum + m
             epoch, idx = self.plan.indices(micro)
             seed = (cfg.seed * 1_000_003 + micro) * 131 + self.env.rank
-            tokens, _, blocks = collate(self.data, idx, cfg.anchors, self.draft.block_size, self.draft.mask_token_id, seed)
+            tokens, _, blocks = collate(self.data, idx, cfg.anchors, self.draft.block_size,
+                                        self.draft.mask_token_id, seed)
             tokens, blocks = tokens.to(self.dev, non_blocking=True), blocks.to(self.dev)
             feats = self.features(tokens)
             masks = layer_masks(self.draft, blocks.anchors, tokens.shape[1])
