@@ -21,6 +21,7 @@ BATCH=${BATCH:-16}            # sequences per step
 ANCHORS=${ANCHORS:-128}       # blocks per sequence per step: 16 x 128 x 16 = 32k drafted positions per step
 LR=${LR:-1e-3}
 EVAL_PROMPTS=${EVAL_PROMPTS:-40}
+DG_BATCH=${DG_BATCH:-256}      # sequences decoded together in datagen
 
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -34,7 +35,7 @@ python -c "import torch, transformers; print('torch', torch.__version__, 'transf
 
 stamp "datagen (${DATAGEN_S}s budget)"
 dflash datagen --model "$TARGET" --prompts "$PROMPTS" --out "$WORK/data" --max-prompts 20000 --heldout 32 \
-    --max-new-tokens 384 --max-prompt-tokens 512 --batch-size 256 --shard-size 1024 \
+    --max-new-tokens 384 --max-prompt-tokens 512 --batch-size "$DG_BATCH" --shard-size 1024 \
     --time-budget-s "$DATAGEN_S" --no-progress || { stamp "datagen failed"; exit 1; }
 
 stamp "train (${TRAIN_S}s budget)"
