@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from ..config import DraftConfig
 from ..errors import ConfigError
+from .attention import gqa_attention
 from .layers import RMSNorm, Rotary, SwiGLU, apply_rope
 
 SAFETENSORS_NAME = "model.safetensors"
@@ -50,7 +51,7 @@ class DraftAttention(nn.Module):
         k_blk, v_blk = self.kv(x, cos, sin)
         k = torch.cat([ctx_k, k_blk], dim=2)
         v = torch.cat([ctx_v, v_blk], dim=2)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.n_heads != self.n_kv)
+        out = gqa_attention(q, k, v, mask)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from torch.nn import functional as F
+from .attention import gqa_attention
 
 ATTN_IMPLEMENTATION = "dfk_static_kv"  # must not contain "flash": transformers treats those as kernels
 
@@ -51,6 +51,14 @@ class StepState:
                 self.masks[key] = allowed[:, None]
         return self.masks[key]
 
+    def grouped_mask(self, window: int | None, length: int, dtype: torch.dtype, groups: int) -> torch.Tensor:
+        """The additive mask repeated for `groups` query heads folded into the query axis (see attention.py)."""
+        key = (window, dtype, "groups", groups)
+        if key not in self.masks:
+            mask = self.mask(window, length, dtype)
+            self.masks[key] = mask.repeat(1, 1, groups, 1) if groups > 1 else mask
+        return self.masks[key]
+
 
 @dataclass
 class Binding:
@@ -82,9 +90,8 @@ def static_attention(module, query, key, value, attention_mask, scaling=None, sl
         mask = state.mask(sliding_window, k_view.shape[2])
         out = _softcapped_attention(query, k_view, v_view, mask, scaling, softcap)
     else:
-        mask = state.mask(sliding_window, k_view.shape[2], query.dtype)
-        out = F.scaled_dot_product_attention(query, k_view, v_view, attn_mask=mask, scale=scaling,
-                                             enable_gqa=query.shape[1] != k_view.shape[1])
+        mask = state.grouped_mask(sliding_window, k_view.shape[2], query.dtype, query.shape[1] // k_view.shape[1])
+        out = gqa_attention(query, k_view, v_view, mask, scaling)
     return out.transpose(1, 2).contiguous(), None
 
 
