@@ -83,6 +83,43 @@ def strip(record: dict) -> dict:
     return {k: v for k, v in record.items() if k != "results"}
 
 
+def run_baselines(args, record, tok, prompts, dtype, dev) -> None:
+    from transformers import AutoModelForCausalLM
+
+    # transformers generate, the baseline users know (fresh, unwrapped model)
+    hf = AutoModelForCausalLM.from_pretrained(args.target, dtype=dtype).to(dev).eval()
+    ids = torch.tensor([prompts[0]], device=dev)
+    gen_kwargs = dict(max_new_tokens=args.max_new_tokens, do_sample=False, attention_mask=torch.ones_like(ids),
+                      pad_token_id=tok.eos_token_id)
+    if args.ignore_eos:
+        gen_kwargs["min_new_tokens"] = args.max_new_tokens
+    hf.generate(ids, **{**gen_kwargs, "max_new_tokens": 8})
+    t0 = sync_time()
+    out = hf.generate(ids, **gen_kwargs)
+    wall = sync_time() - t0
+    n = out.shape[1] - ids.shape[1]
+    record["hf_generate"] = {"tokens": n, "tokens_per_s": n / wall, "ms_per_token": wall * 1e3 / n}
+
+    # the authors' reference loop with the same drafter weights, batch 1
+    try:
+        import dflash.model as ref
+
+        if args.draft:
+            ref_draft = ref.DFlashDraftModel.from_pretrained(args.draft, dtype=dtype).to(dev).eval()
+            ref.dflash_generate(ref_draft, hf, ids, 16, [tok.eos_token_id])
+            stats = ref.dflash_generate(ref_draft, hf, ids, args.max_new_tokens,
+                                        None if args.ignore_eos else [2], return_stats=True)
+            steps = len(stats.acceptance_lengths)
+            record["reference_dflash_generate"] = {
+                "tokens": stats.num_output_tokens, "tau": statistics.mean(stats.acceptance_lengths),
+                "ms_per_token": stats.time_per_output_token * 1e3,
+                "ms_per_step": stats.time_per_output_token * stats.num_output_tokens * 1e3 / steps,
+                "tokens_per_s": 1.0 / stats.time_per_output_token}
+    except Exception as exc:  # the comparison is optional
+        record["reference_dflash_generate"] = {"error": repr(exc)}
+
+
+
 def bench_smollm2(args) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -91,7 +128,8 @@ def bench_smollm2(args) -> dict:
 
     dev = "cuda"
     tok = AutoTokenizer.from_pretrained(args.target)
-    record = {"target": "SmolLM2-135M-Instruct", "dtype": "bfloat16"}
+    dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype]
+    record = {"target": "SmolLM2-135M-Instruct", "dtype": args.dtype}
     questions = [
         "Write a python function that checks whether a number is prime.",
         "Write a python function to compute the n-th Fibonacci number iteratively.",
@@ -105,43 +143,14 @@ def bench_smollm2(args) -> dict:
     prompts = [chat_prompt(tok, [{"role": "user", "content": q}]) for q in questions]
     params = SamplingParams(max_new_tokens=args.max_new_tokens, ignore_eos=args.ignore_eos)
 
-    # transformers generate, the baseline users know (fresh, unwrapped model)
-    hf = AutoModelForCausalLM.from_pretrained(args.target, dtype=torch.bfloat16).to(dev).eval()
-    ids = torch.tensor([prompts[0]], device=dev)
-    gen_kwargs = dict(max_new_tokens=args.max_new_tokens, do_sample=False, attention_mask=torch.ones_like(ids),
-                      pad_token_id=tok.eos_token_id)
-    if args.ignore_eos:
-        gen_kwargs["min_new_tokens"] = args.max_new_tokens
-    hf.generate(ids, **{**gen_kwargs, "max_new_tokens": 8})
-    t0 = sync_time()
-    out = hf.generate(ids, **gen_kwargs)
-    wall = sync_time() - t0
-    n = out.shape[1] - ids.shape[1]
-    record["hf_generate"] = {"tokens": n, "tokens_per_s": n / wall, "ms_per_token": wall * 1e3 / n}
-
-    model = AutoModelForCausalLM.from_pretrained(args.target, dtype=torch.bfloat16).to(dev).eval()
+    model = AutoModelForCausalLM.from_pretrained(args.target, dtype=dtype).to(dev).eval()
     target = TargetModel(model, tok)
-    draft = (DFlashDraft.from_pretrained(args.draft, dtype=torch.bfloat16, device=dev) if args.draft
+    draft = (DFlashDraft.from_pretrained(args.draft, dtype=dtype, device=dev) if args.draft
              else random_draft(target))
     record["draft"] = args.draft or "random"
 
-    # the authors' reference loop with the same drafter weights, batch 1
-    try:
-        import dflash.model as ref
-
-        if args.draft:
-            ref_draft = ref.DFlashDraftModel.from_pretrained(args.draft, dtype=torch.bfloat16).to(dev).eval()
-            ref.dflash_generate(ref_draft, hf, ids, 16, [tok.eos_token_id])
-            stats = ref.dflash_generate(ref_draft, hf, ids, args.max_new_tokens,
-                                        None if args.ignore_eos else [2], return_stats=True)
-            steps = len(stats.acceptance_lengths)
-            record["reference_dflash_generate"] = {
-                "tokens": stats.num_output_tokens, "tau": statistics.mean(stats.acceptance_lengths),
-                "ms_per_token": stats.time_per_output_token * 1e3,
-                "ms_per_step": stats.time_per_output_token * stats.num_output_tokens * 1e3 / steps,
-                "tokens_per_s": 1.0 / stats.time_per_output_token}
-    except Exception as exc:  # the comparison is optional
-        record["reference_dflash_generate"] = {"error": repr(exc)}
+    if not args.skip_baselines:
+        run_baselines(args, record, tok, prompts, dtype, dev)
 
     for c in args.concurrency:
         gen = Generator(target, draft, tok, max_batch=c, max_length=1024, block_size=args.block_size,
@@ -208,6 +217,8 @@ def main() -> int:
     p.add_argument("--block-size", type=int, default=None)
     p.add_argument("--ignore-eos", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the target's decoder layers")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    p.add_argument("--skip-baselines", action="store_true", help="no transformers/reference runs")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     record = bench_smollm2(args) if args.which == "smollm2" else bench_qwen3_8b_shape(args)

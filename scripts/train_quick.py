@@ -133,7 +133,7 @@ def train(args):
     gamma = args.gamma
     weights = torch.exp(-(torch.arange(args.block, device=dev) - 1).clamp(min=0) / gamma)
     weights = weights.repeat(args.anchors)[None]
-    t0, step, est_steps = time.time(), 0, None
+    t0, step = time.time(), 0
     data.sort(key=lambda item: len(item[0]))
     while time.time() - t0 < args.train_s:
         idx = random.randrange(0, max(1, len(data) - args.batch))
@@ -143,10 +143,8 @@ def train(args):
             out = feat_model(input_ids=batch["tokens"], output_hidden_states=True)
             feats = torch.cat([out.hidden_states[i + 1] for i in cfg.target_layer_ids], -1)
         elapsed = time.time() - t0
-        if step == 20:
-            est_steps = int(args.train_s / (elapsed / 20))
-        total = est_steps or 10_000
-        lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / total))))
+        progress = min(1.0, elapsed / args.train_s)  # time-boxed: cosine over wall time, not steps
+        lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
         for g in opt.param_groups:
             g["lr"] = lr
         with torch.autocast(dev, dtype=torch.bfloat16):
