@@ -33,9 +33,10 @@ class BlockSizeController:
         untimed = [b for b in self.candidates if (rows, b) not in self.step_time]
         if untimed:
             return untimed[-1]
-        if self.steps % self.EXPLORE_EVERY == 0:
-            return self.max_block
-        return max(self.candidates, key=lambda b: self.expected_tokens(b) / self.step_time[(rows, b)])
+        best = max(self.candidates, key=lambda b: self.expected_tokens(b) / self.step_time[(rows, b)])
+        # revisit the largest block now and then to keep learning deep acceptance; rarely when drafts lose
+        every = self.EXPLORE_EVERY if best > 1 else 4 * self.EXPLORE_EVERY
+        return self.max_block if self.steps % every == 0 else best
 
     def rate(self, depth: int) -> float:
         return (self.hits[depth] + self.PRIOR_RATE * self.PRIOR_WEIGHT) / (self.trials[depth] + self.PRIOR_WEIGHT)
