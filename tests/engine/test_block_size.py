@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import build_tiny, random_prompts, reference_greedy
+from tiny_models import build_tiny, random_prompts, reference_greedy
 from dflashkit import Generator, SamplingParams
 from dflashkit.engine.block_size import BlockSizeController
 from dflashkit.models.factory import random_draft

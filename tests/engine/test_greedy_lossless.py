@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import build_tiny, random_prompts, reference_greedy
+from tiny_models import build_tiny, random_prompts, reference_greedy
 from dflashkit import Generator, SamplingParams
 from dflashkit.models.factory import random_draft
 

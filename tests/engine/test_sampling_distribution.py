@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from conftest import build_tiny
+from tiny_models import build_tiny
 from dflashkit import Generator, SamplingParams
 from dflashkit.engine import sampling
 from dflashkit.engine.sampling import BatchSampling

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import build_tiny
+from tiny_models import build_tiny
 from dflashkit import DFlashDraft, DraftConfig, Generator, SamplingParams
 from dflashkit.errors import ConfigError, ModelMismatchError, RequestError
 from dflashkit.models.factory import draft_config_for, random_draft

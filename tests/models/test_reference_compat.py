@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import build_tiny, random_prompts
+from tiny_models import build_tiny, random_prompts
 from dflashkit import DFlashDraft, Generator, SamplingParams
 from dflashkit.models.drafter import MaskSpec
 from dflashkit.models.factory import random_draft

@@ -53,7 +53,7 @@ class Throttled(Generator):
 
 
 def tiny_generator(max_batch: int = 8, max_length: int = 256) -> Throttled:
-    from conftest import build_tiny
+    from tiny_models import build_tiny
 
     from dflashkit.models.factory import random_draft
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import httpx
-from conftest import reference_greedy
+from tiny_models import reference_greedy
 from serving_harness import MODEL, server  # noqa: F401  (fixture)
 
 NAME, LABEL = r"[a-zA-Z_:][a-zA-Z0-9_:]*", r'[a-zA-Z_]\w*="(?:[^"\\]|\\.)*"'
