@@ -20,8 +20,15 @@ LAYERS=${LAYERS:-3}
 BATCH=${BATCH:-16}            # sequences per step
 ANCHORS=${ANCHORS:-128}       # blocks per sequence per step: 16 x 128 x 16 = 32k drafted positions per step
 LR=${LR:-1e-3}
+INIT=${INIT:-target}          # drafter start: the target's top layers, or random
 EVAL_PROMPTS=${EVAL_PROMPTS:-40}
 DG_BATCH=${DG_BATCH:-256}      # sequences decoded together in datagen
+TURNS=${TURNS:-1}             # user turns per conversation (later turns follow the target's own answers)
+MAX_NEW=${MAX_NEW:-384}       # answer tokens per turn
+MAX_PROMPT=${MAX_PROMPT:-512} # longer prompts (later turns included) are skipped
+MAX_LEN=${MAX_LEN:-1024}      # training sequences are cut to this many tokens
+PHASES=${PHASES:-"datagen train eval"}  # e.g. PHASES=datagen once, then several "train eval" runs on its data
+RUN=${RUN:-$WORK/run}
 
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -33,19 +40,25 @@ stamp() { echo "[$(( $(date +%s) - start ))s] $*"; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
 python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 
-stamp "datagen (${DATAGEN_S}s budget)"
-dflash datagen --model "$TARGET" --prompts "$PROMPTS" --out "$WORK/data" --max-prompts 20000 --heldout 32 \
-    --max-new-tokens 384 --max-prompt-tokens 512 --batch-size "$DG_BATCH" --shard-size 1024 \
-    --time-budget-s "$DATAGEN_S" --no-progress || { stamp "datagen failed"; exit 1; }
+if [[ $PHASES == *datagen* ]]; then
+    stamp "datagen (${DATAGEN_S}s budget)"
+    dflash datagen --model "$TARGET" --prompts "$PROMPTS" --out "$WORK/data" --max-prompts 100000 --heldout 32 \
+        --turns "$TURNS" --max-new-tokens "$MAX_NEW" --max-prompt-tokens "$MAX_PROMPT" --batch-size "$DG_BATCH" \
+        --shard-size 1024 --time-budget-s "$DATAGEN_S" --no-progress || { stamp "datagen failed"; exit 1; }
+    cp "$WORK/data/datagen.json" "$OUT/"
+fi
+[[ $PHASES == *train* || $PHASES == *eval* ]] || { stamp "done"; exit 0; }
 
-stamp "train (${TRAIN_S}s budget)"
-dflash train --target "$TARGET" --data "$WORK/data" --out "$WORK/run" --num-layers "$LAYERS" --block-size 16 \
-    --anchors "$ANCHORS" --batch-size "$BATCH" --lr "$LR" --warmup-steps 60 --max-len 1024 \
-    --time-budget-s "$TRAIN_S" --save-every 500 --keep-checkpoints 1 --log-every 50 \
-    --eval-num 32 --eval-max-new-tokens 256 --no-tensorboard || { stamp "train failed"; exit 1; }
-
-cp -r "$WORK/run/draft" "$OUT/draft"
-cp "$WORK/run/log.jsonl" "$WORK/run/train_config.json" "$WORK/data/datagen.json" "$OUT/"
+if [[ $PHASES == *train* ]]; then
+    stamp "train (${TRAIN_S}s budget, init $INIT)"
+    dflash train --target "$TARGET" --data "$WORK/data" --out "$RUN" --num-layers "$LAYERS" --block-size 16 \
+        --init "$INIT" --anchors "$ANCHORS" --batch-size "$BATCH" --lr "$LR" --warmup-steps 60 --max-len "$MAX_LEN" \
+        --time-budget-s "$TRAIN_S" --save-every 500 --keep-checkpoints 1 --log-every 50 \
+        --eval-num 32 --eval-max-new-tokens 256 --no-tensorboard || { stamp "train failed"; exit 1; }
+    rm -rf "$OUT/draft"
+    cp -r "$RUN/draft" "$OUT/draft"
+    cp "$RUN/log.jsonl" "$RUN/train_config.json" "$OUT/"
+fi
 
 stamp "tau on HumanEval and MT-Bench (first turns, ${EVAL_PROMPTS} prompts each)"
 dflash eval --model "$TARGET" --draft "$OUT/draft" --dataset humaneval --dataset mt-bench \

@@ -147,3 +147,27 @@ def test_gemma2_softcapped_attention_is_lossless():
     gen.set_oracle(5)
     results = gen.generate(prompts, SamplingParams(max_new_tokens=24), references=expected)
     assert [r.token_ids for r in results] == expected
+
+
+@pytest.mark.parametrize("prefill_tokens", [1, 40, 8192])
+def test_prompts_prefilled_together_equal_reference(family_target, prefill_tokens):
+    """Right-padded group prefill (one group, several, or one prompt each) = each prompt decoded alone."""
+    family, target, reference = family_target
+    gen = Generator(target, random_draft(target, num_layers=2), block_size=4, max_batch=6, max_length=128,
+                    prefill_tokens=prefill_tokens)
+    prompts = random_prompts(6, seed=11)
+    assert len({len(p) for p in prompts}) > 1  # padding is exercised
+    results = gen.generate(prompts, SamplingParams(max_new_tokens=12))
+    assert [r.token_ids for r in results] == [reference_greedy(reference, p, 12) for p in prompts], family
+
+
+def test_seeded_sampling_does_not_depend_on_prefill_grouping():
+    target, _ = build_tiny("qwen3", seed=3)
+    draft = random_draft(target, num_layers=2)
+    prompts = random_prompts(5, seed=4)
+    outs = []
+    for budget in (1, 8192):
+        gen = Generator(target, draft, block_size=4, max_batch=5, max_length=128, prefill_tokens=budget)
+        params = [SamplingParams(max_new_tokens=10, temperature=0.9, top_p=0.95, seed=100 + i) for i in range(5)]
+        outs.append([r.token_ids for r in gen.generate(prompts, params)])
+    assert outs[0] == outs[1]

@@ -15,18 +15,19 @@ class DraftCache:
         self.v = [torch.zeros_like(k) for k in self.k]
 
     def write(self, kv: list[tuple[torch.Tensor, torch.Tensor]], positions: torch.Tensor,
-              slot: int | None = None) -> None:
-        """kv per layer [b, n_kv, N, D] at positions [b, N]; rows 0..b-1, or one `slot`.
+              slot: int | torch.Tensor | None = None) -> None:
+        """kv per layer [b, n_kv, N, D] at positions [b, N]; rows 0..b-1, one `slot`, or slots [b].
 
         Entries past a sequence's length may be written with junk: they are masked out and rewritten
         before any read, which is what makes rollback free.
         """
-        if slot is not None:
+        if isinstance(slot, int):
             for (k, v), ck, cv in zip(kv, self.k, self.v):
                 ck[slot].index_copy_(1, positions[0], k[0])
                 cv[slot].index_copy_(1, positions[0], v[0])
             return
-        rows = torch.arange(positions.shape[0], device=positions.device)[:, None].expand_as(positions)
+        rows = slot if slot is not None else torch.arange(positions.shape[0], device=positions.device)
+        rows = rows[:, None].expand_as(positions)
         for (k, v), ck, cv in zip(kv, self.k, self.v):
             ck[rows, :, positions] = k.transpose(1, 2)
             cv[rows, :, positions] = v.transpose(1, 2)

@@ -33,6 +33,19 @@ def _round_up(x: int, k: int) -> int:
     return (x + k - 1) // k * k
 
 
+def _prefill_groups(items: list, budget: int) -> Iterator[list]:
+    """Consecutive runs of (slot, seq), sorted by prompt length, of at most `budget` padded tokens each."""
+    group: list = []
+    for item in items:
+        width = len(item[1].prompt_ids)  # sorted: the newest is the longest
+        if group and (len(group) + 1) * width > budget:
+            yield group
+            group = []
+        group.append(item)
+    if group:
+        yield group
+
+
 def _bucket(x: int, cap: int, floor: int = 1) -> int:
     """Next power of two >= x (>= floor), capped: few distinct shapes, so few CUDA graphs."""
     b = floor
@@ -47,7 +60,7 @@ class Generator:
     def __init__(self, target: TargetModel, draft: DFlashDraft | None = None, tokenizer=None, *,
                  block_size: int | None = None, max_batch: int = 8, max_length: int | None = None,
                  speculative: bool = True, cuda_graphs: bool = True, adaptive_block_size: bool | None = None,
-                 compile: bool = False):
+                 compile: bool = False, prefill_tokens: int = 8192):
         if draft is not None:
             check_compatible(target, draft)
         self.target, self.draft = target, draft
@@ -59,6 +72,7 @@ class Generator:
         adaptive = block_size is None if adaptive_block_size is None else adaptive_block_size
         self.controller = BlockSizeController(self.block_size, fixed=None if adaptive else self.block_size)
         self.max_batch = max_batch
+        self.prefill_tokens = prefill_tokens  # padded prompt tokens per prefill forward
         self.max_length = min(max_length or 4096, target.max_positions)
         self.speculative = speculative and draft is not None and self.block_size > 1
         self.device = target.device
@@ -212,45 +226,72 @@ class Generator:
         return Update(seq.id, kept, text, seq.finished, seq.finish_reason)
 
     def _admit(self) -> list[Update]:
-        updates = []
+        """Move waiting requests into free slots; prompts of similar length prefill together."""
+        admitted = []
         while self.waiting and None in self.slots:
             seq = self.waiting.popleft()
             slot = self.slots.index(None)
             self.slots[slot] = seq
-            first = self._prefill(slot, seq)
-            updates.append(self._update(seq, seq.extend([first], speculative_step=False)))
-        return updates
+            admitted.append((slot, seq))
+        firsts: dict[int, int] = {}
+        for group in _prefill_groups(sorted(admitted, key=lambda x: len(x[1].prompt_ids)), self.prefill_tokens):
+            firsts.update(zip((seq.id for _, seq in group), self._prefill(group), strict=True))
+        return [self._update(seq, seq.extend([firsts[seq.id]], speculative_step=False)) for _, seq in admitted]
 
-    def _prefill(self, slot: int, seq: Sequence) -> int:
-        n = len(seq.prompt_ids)
-        self.s_temp[slot] = seq.params.temperature
-        self.s_top_p[slot] = seq.params.top_p
-        self.s_top_k[slot] = seq.params.top_k
-        ids = torch.tensor([seq.prompt_ids], dtype=torch.long, device=self.device)
-        pos = torch.arange(n, device=self.device)[None]
+    def _prefill(self, group: list[tuple[int, Sequence]]) -> list[int]:
+        """One eager target forward over the group's prompts (right-padded); returns their first tokens.
+
+        Padding writes junk K/V at positions >= a prompt's length: never read before being rewritten."""
+        dev = self.device
+        slots = [slot for slot, _ in group]
+        lengths = [len(seq.prompt_ids) for _, seq in group]
+        width = max(lengths)
+        for slot, seq in group:
+            self.s_temp[slot] = seq.params.temperature
+            self.s_top_p[slot] = seq.params.top_p
+            self.s_top_k[slot] = seq.params.top_k
+        ids = torch.zeros(len(group), width, dtype=torch.long)
+        for row, (_, seq) in enumerate(group):
+            ids[row, :lengths[row]] = torch.tensor(seq.prompt_ids)
+        ids = ids.to(dev)
+        pos = torch.arange(width, device=dev)[None].expand(len(group), -1)
+        if len(group) == 1:  # one prompt: no padding, logits of the last position only
+            slot_arg, keep, column = slots[0], 1, [0]
+        else:
+            last = sorted({n - 1 for n in lengths})
+            slot_arg, keep = torch.tensor(slots, device=dev), torch.tensor(last, device=dev)
+            column = [last.index(n - 1) for n in lengths]
         layer_ids = self.draft.target_layer_ids if self.speculative else None
         with self.target.eager():
-            logits, feats = self.target.forward(ids, pos, slot=slot, logits_to_keep=1, layer_ids=layer_ids,
-                                                kv_len=min(_round_up(n, _ALIGN), self.capacity))
-        if seq.params.greedy:
-            first = logits[0, -1].argmax()
-        else:
-            s = self._sampling(slot, slot + 1)
-            self._fill_uniforms([seq], 1, start=slot)
-            first = sampling.sample(sampling.probs(logits[:, -1:], s)[:, 0], self.uniforms[slot:slot + 1, 0])[0]
+            logits, feats = self.target.forward(ids, pos, slot=slot_arg, logits_to_keep=keep, layer_ids=layer_ids,
+                                                kv_len=min(_round_up(width, _ALIGN), self.capacity))
+        firsts = []
+        for row, (slot, seq) in enumerate(group):
+            row_logits = logits[row:row + 1, column[row]:column[row] + 1]  # [1, 1, V]
+            if seq.params.greedy:
+                firsts.append(row_logits[0, 0].argmax())
+            else:
+                s = self._sampling(slot, slot + 1)
+                self._fill_uniforms([seq], 1, start=slot)
+                firsts.append(sampling.sample(sampling.probs(row_logits, s)[:, 0], self.uniforms[slot:slot + 1, 0])[0])
+        first = torch.stack(firsts)
+        slot_t = torch.tensor(slots, device=dev)
+        length_t = torch.tensor(lengths, device=dev)
         if self.speculative:
             ctx = self.draft.project_context(feats.to(self.draft.dtype))
-            self.dcache.write(self.draft.context_kv(ctx, pos), pos, slot=slot)
-            self.pend_feats[slot].zero_()
-            self.pend_pos[slot] = n  # nothing pending: a junk chunk written at >= n is harmless
+            self.dcache.write(self.draft.context_kv(ctx, pos), pos, slot=slot_t)
+            self.pend_feats[slot_t] = 0
+            self.pend_pos[slot_t] = length_t  # nothing pending: a junk chunk written at >= n is harmless
         if self.oracle_accept is not None:
-            ref = (seq.prompt_ids + [int(first)] + list(seq.reference or [])[1:])[:self.capacity]
-            self.oracle_table[slot].zero_()
-            self.oracle_table[slot, :len(ref)] = torch.tensor(ref, device=self.device)
-        self.anchor_tok[slot] = first
-        self.anchor_pos[slot] = n
-        self.active[slot] = True
-        return int(first)
+            for row, (slot, seq) in enumerate(group):
+                ref = (seq.prompt_ids + [0] + list(seq.reference or [])[1:])[:self.capacity]
+                self.oracle_table[slot].zero_()
+                self.oracle_table[slot, :len(ref)] = torch.tensor(ref, device=dev)
+                self.oracle_table[slot, lengths[row]] = first[row]
+        self.anchor_tok[slot_t] = first
+        self.anchor_pos[slot_t] = length_t
+        self.active[slot_t] = True
+        return first.tolist()
 
     # ------------------------------------------------------------------ kernels
     def _fill_uniforms(self, seqs: list[Sequence | None], width: int, start: int = 0) -> None:

@@ -27,11 +27,11 @@ class StepState:
     k: list[torch.Tensor] = field(default_factory=list)  # per cached layer [B, n_kv, S, D]
     v: list[torch.Tensor] = field(default_factory=list)
     positions: torch.Tensor | None = None  # [b, T] absolute positions of this step's tokens
-    slot: int | None = None  # None: the whole batch; int: one sequence (prefill)
+    slot: int | torch.Tensor | None = None  # None: the whole batch; int / [b] slots: prefill into those
     kv_len: int | None = None  # attend over cache[:kv_len] only (None: everything)
     masks: dict = field(default_factory=dict)
 
-    def begin(self, positions: torch.Tensor, slot: int | None, kv_len: int | None) -> None:
+    def begin(self, positions: torch.Tensor, slot: int | torch.Tensor | None, kv_len: int | None) -> None:
         self.positions, self.slot, self.kv_len, self.masks = positions, slot, kv_len, {}
 
     def mask(self, window: int | None, length: int, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -79,6 +79,13 @@ def static_attention(module, query, key, value, attention_mask, scaling=None, sl
             rows = torch.arange(query.shape[0], device=query.device)[:, None].expand_as(state.positions)
             k_view[rows, :, state.positions] = key.transpose(1, 2).to(k_view.dtype)  # [b, T, Hkv, D]
             v_view[rows, :, state.positions] = value.transpose(1, 2).to(v_view.dtype)
+    elif isinstance(state.slot, torch.Tensor):  # batched prefill: rows of the batch are these slots
+        if binding.writes:
+            rows = state.slot[:, None].expand_as(state.positions)
+            k_cache[rows, :, state.positions] = key.transpose(1, 2).to(k_cache.dtype)
+            v_cache[rows, :, state.positions] = value.transpose(1, 2).to(v_cache.dtype)
+        length = state.kv_len or k_cache.shape[2]
+        k_view, v_view = k_cache[state.slot, :, :length], v_cache[state.slot, :, :length]  # gathered copies
     else:
         k_view, v_view = k_cache[state.slot:state.slot + 1], v_cache[state.slot:state.slot + 1]
         if binding.writes:

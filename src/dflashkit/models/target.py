@@ -133,12 +133,13 @@ class TargetModel:
         return shapes
 
     # ------------------------------------------------------------------ forward
-    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, *, slot: int | None = None,
-                kv_len: int | None = None, logits_to_keep: int = 0,
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, *, slot: int | torch.Tensor | None = None,
+                kv_len: int | None = None, logits_to_keep: int | torch.Tensor = 0,
                 layer_ids: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """tokens/positions [b, T] -> logits [b, T or keep, V], features [b, T, len(layer_ids) * hidden].
 
-        Writes the tokens' K/V into the cache (whole batch, or one `slot` for prefill).
+        Writes the tokens' K/V into the cache: rows 0..b-1, or the slots named by `slot` (prefill).
+        `logits_to_keep`: the last k positions (int, 0 = all) or a 1-D tensor of positions.
         """
         self.state.begin(positions, slot, kv_len)
         out = self.model(input_ids=tokens, position_ids=positions, use_cache=False,
