@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from dflashkit import Generator, SamplingParams, TargetModel
+from dflashkit import Generator, SamplingParams, TargetModel, make_target
 from dflashkit.engine.generator import chat_prompt
 
 
@@ -144,7 +144,8 @@ def bench_smollm2(args) -> dict:
     params = SamplingParams(max_new_tokens=args.max_new_tokens, ignore_eos=args.ignore_eos)
 
     model = AutoModelForCausalLM.from_pretrained(args.target, dtype=dtype).to(dev).eval()
-    target = TargetModel(model, tok)
+    target = make_target(model, tok, fast=False if args.generic_target else None)
+    record["target_path"] = target.path
     draft = (DFlashDraft.from_pretrained(args.draft, dtype=dtype, device=dev) if args.draft
              else random_draft(target))
     record["draft"] = args.draft or "random"
@@ -178,9 +179,10 @@ def bench_qwen3_8b_shape(args) -> dict:
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16).eval()
-    target = TargetModel(model)
+    target = make_target(model, fast=False if args.generic_target else None)
     draft = random_draft(target, num_layers=5, block_size=16)
-    record = {"target": "Qwen3-8B-shaped, random weights", "dtype": "bfloat16", "draft": "5 layers, oracle drafts"}
+    record = {"target": "Qwen3-8B-shaped, random weights", "dtype": "bfloat16", "draft": "5 layers, oracle drafts",
+              "target_path": target.path}
     ctx = args.context
     for c in args.concurrency:
         gen = Generator(target, draft, None, max_batch=c, max_length=ctx + args.max_new_tokens + 64, block_size=16,
@@ -217,6 +219,7 @@ def main() -> int:
     p.add_argument("--block-size", type=int, default=None)
     p.add_argument("--ignore-eos", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the target's decoder layers")
+    p.add_argument("--generic-target", action="store_true", help="transformers forward instead of the fused fast path")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     p.add_argument("--skip-baselines", action="store_true", help="no transformers/reference runs")
     p.add_argument("--out", required=True)

@@ -37,7 +37,7 @@ def mtbench_prompts() -> list[str]:
 def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dflashkit import DFlashDraft, Generator, SamplingParams, TargetModel
+    from dflashkit import DFlashDraft, Generator, SamplingParams, make_target
     from dflashkit.engine.generator import chat_prompt
 
     p = argparse.ArgumentParser()
@@ -51,7 +51,7 @@ def main() -> None:
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if dev == "cuda" else torch.float32
     tok = AutoTokenizer.from_pretrained(args.target)
-    target = TargetModel(AutoModelForCausalLM.from_pretrained(args.target, dtype=dtype).to(dev), tok)
+    target = make_target(AutoModelForCausalLM.from_pretrained(args.target, dtype=dtype).to(dev), tok)
     draft = DFlashDraft.from_pretrained(args.draft, dtype=dtype, device=dev)
     gen = Generator(target, draft, tok, max_batch=32, max_length=1024, block_size=args.block_size)
     report = {"draft": args.draft, "block_size": args.block_size, "max_new_tokens": args.max_new_tokens}

@@ -20,7 +20,7 @@ import time
 import torch
 from torch.nn import functional as F
 
-from dflashkit import DFlashDraft, Generator, SamplingParams, TargetModel
+from dflashkit import DFlashDraft, Generator, SamplingParams, make_target
 from dflashkit.engine.generator import chat_prompt
 from dflashkit.models.factory import draft_config_for
 
@@ -94,7 +94,7 @@ def train(args):
     held_out, prompts = prompts[:args.eval_prompts], prompts[args.eval_prompts:]
 
     engine_model = AutoModelForCausalLM.from_pretrained(args.target, dtype=torch.bfloat16).to(dev).eval()
-    target = TargetModel(engine_model, tok)
+    target = make_target(engine_model, tok)
     gen = Generator(target, None, tok, max_batch=args.datagen_batch, max_length=args.max_prompt + args.max_new + 8)
     t0 = time.time()
     if args.data_cache and os.path.exists(args.data_cache):

@@ -12,17 +12,23 @@ VOCAB = 96
 LAYER_TYPES = ["sliding_attention", "sliding_attention", "full_attention"] * 2
 
 
-def tiny_config(family: str, vocab: int = VOCAB):
-    from transformers import Gemma3TextConfig, LlamaConfig, Qwen3Config
+def tiny_config(family: str, vocab: int = VOCAB, **overrides):
+    """`overrides` replace the shared fields (rope_parameters, tie_word_embeddings, sliding_window ...)."""
+    from transformers import Gemma3TextConfig, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
     from transformers.models.gemma4 import Gemma4TextConfig
 
     common = dict(vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=6, num_attention_heads=4,
                   num_key_value_heads=2, head_dim=16, max_position_embeddings=512, eos_token_id=None,
                   bos_token_id=None, pad_token_id=None, tie_word_embeddings=False)
+    common.update(overrides)
     if family == "llama":
         return LlamaConfig(**common)
+    if family == "qwen2":
+        return Qwen2Config(**common)
     if family == "qwen3":
         return Qwen3Config(**common)
+    if family == "mistral":
+        return MistralConfig(**{"sliding_window": None, **common})
     if family == "gemma2":
         from transformers import Gemma2Config
 
@@ -38,14 +44,19 @@ def tiny_config(family: str, vocab: int = VOCAB):
 FAMILIES = ["llama", "qwen3", "gemma3", "gemma4"]
 
 
-def build_tiny(family: str, seed: int = 0, vocab: int = VOCAB, dtype=torch.float64):
-    """-> (TargetModel, untouched reference HF model with the same weights)."""
+def tiny_hf(family: str, seed: int = 0, vocab: int = VOCAB, dtype=torch.float64, **overrides):
+    """A random transformers causal LM of `family` (seeded)."""
     from transformers import AutoModelForCausalLM
 
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(tiny_config(family, vocab, **overrides)).to(dtype).eval()
+
+
+def build_tiny(family: str, seed: int = 0, vocab: int = VOCAB, dtype=torch.float64):
+    """-> (TargetModel, untouched reference HF model with the same weights)."""
     from dflashkit import TargetModel
 
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(family, vocab)).to(dtype).eval()
+    model = tiny_hf(family, seed, vocab, dtype)
     reference = copy.deepcopy(model)
     return TargetModel(model), reference
 

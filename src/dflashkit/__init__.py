@@ -7,8 +7,9 @@ from .engine.sampling import SamplingParams
 from .engine.sequence import GenerationResult
 from .errors import DFlashError
 from .models.drafter import DFlashDraft
+from .models.factory import make_target
 from .models.target import TargetModel
 
 __all__ = ["load", "generate", "Generator", "SamplingParams", "GenerationResult", "DFlashDraft", "DraftConfig",
-           "TargetModel", "DFlashError"]
+           "TargetModel", "make_target", "DFlashError"]
 __version__ = "0.1.0"

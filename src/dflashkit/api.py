@@ -9,9 +9,9 @@ from .engine.sampling import SamplingParams
 from .engine.sequence import GenerationResult
 from .errors import ConfigError
 from .models.drafter import DFlashDraft
-from .models.factory import random_draft
+from .models.factory import make_target, random_draft
 from .models.loading import DEFAULT_TARGET, default_draft_dir, load_target, resolve_dtype
-from .models.target import TargetModel
+from .models.target import TargetBase
 
 RANDOM_DRAFT = "random"
 
@@ -22,17 +22,19 @@ def default_device() -> str:
 
 def load(model: str | None = None, draft: str | None = None, *, device: str | None = None,
          dtype: str | torch.dtype | None = None, block_size: int | None = None, max_batch: int = 8,
-         max_length: int | None = None, speculative: bool = True) -> Generator:
+         max_length: int | None = None, speculative: bool = True, fast_target: bool | None = None) -> Generator:
     """Load a target and its DFlash drafter into a ready Generator.
 
     model: hub id, local dir or .gguf file; None = the embedded SmolLM2-135M-Instruct.
     draft: hub id or local dir of a drafter; None = the shipped drafter for the default model;
            "random" = a randomly initialised drafter (correct output, low acceptance: testing only).
+    fast_target: None = the fast Llama-family target path where it applies, False = always the generic one,
+           True = require the fast path (ConfigError if the model cannot take it).
     """
     device = device or default_device()
     dtype = resolve_dtype(dtype, device)
     hf_model, tokenizer = load_target(model, dtype, device)
-    target = TargetModel(hf_model, tokenizer)
+    target = make_target(hf_model, tokenizer, fast=fast_target)
     drafter = load_draft(draft, target, is_default_target=model in (None, "", DEFAULT_TARGET))
     gen = Generator(target, drafter, tokenizer, block_size=block_size, max_batch=max_batch,
                     max_length=max_length, speculative=speculative)
@@ -40,7 +42,7 @@ def load(model: str | None = None, draft: str | None = None, *, device: str | No
     return gen
 
 
-def load_draft(draft: str | None, target: TargetModel, is_default_target: bool) -> DFlashDraft | None:
+def load_draft(draft: str | None, target: TargetBase, is_default_target: bool) -> DFlashDraft | None:
     if draft is None and is_default_target:
         shipped = default_draft_dir()
         draft = str(shipped) if shipped is not None else RANDOM_DRAFT

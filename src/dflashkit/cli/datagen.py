@@ -42,8 +42,8 @@ def run(args) -> int:
     from ..engine.generator import Generator, chat_prompt
     from ..engine.sampling import SamplingParams
     from ..errors import ConfigError
+    from ..models.factory import make_target
     from ..models.loading import load_target, resolve_dtype
-    from ..models.target import TargetModel
     from ..training.datagen import run_datagen
     from ..training.prompts import load_conversations
 
@@ -63,7 +63,8 @@ def run(args) -> int:
 
     device = args.device or default_device()
     hf_model, tokenizer = load_target(args.model, resolve_dtype(args.dtype, device), device)
-    gen = Generator(TargetModel(hf_model, tokenizer), None, tokenizer, max_batch=args.batch_size,
+    target = make_target(hf_model, tokenizer, fast=False if args.generic_target else None)
+    gen = Generator(target, None, tokenizer, max_batch=args.batch_size,
                     max_length=args.max_prompt_tokens + args.max_new_tokens + 8, speculative=False,
                     compile=args.compile)
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,

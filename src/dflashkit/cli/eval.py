@@ -29,7 +29,8 @@ def run(args) -> int:
     from ..engine.generator import Generator
     from ..training.evaluate import acceptance
 
-    loaded = load(args.model, args.draft, device=args.device, dtype=args.dtype, max_batch=1)
+    loaded = load(args.model, args.draft, device=args.device, dtype=args.dtype, max_batch=1,
+                  fast_target=False if args.generic_target else None)
     if loaded.draft is None:
         from ..errors import ConfigError
 

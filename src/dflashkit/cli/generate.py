@@ -17,6 +17,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, help="bfloat16, float16, float32 (default: bf16 on GPU, fp32 on CPU)")
     p.add_argument("--block-size", type=int, default=None, help="verify block size (<= the drafter's)")
     p.add_argument("--max-length", type=int, default=None, help="context length to allocate (prompt + answer)")
+    p.add_argument("--generic-target", action="store_true", help="run the target through its transformers forward "
+                   "even when the fused Llama/Qwen fast path could (for comparison or debugging)")
 
 
 def register(sub) -> None:
@@ -49,7 +51,8 @@ def run(args) -> int:
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                             top_k=args.top_k, seed=args.seed, stop=args.stop)
     gen = load(args.model, args.draft, device=args.device, dtype=args.dtype, block_size=args.block_size,
-               max_batch=1, max_length=args.max_length, speculative=not args.autoregressive)
+               max_batch=1, max_length=args.max_length, speculative=not args.autoregressive,
+               fast_target=False if args.generic_target else None)
     source = getattr(gen, "draft_source", None) or ""
     if source.startswith("random"):
         print(f"note: the drafter is {source}", file=sys.stderr)

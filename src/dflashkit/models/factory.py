@@ -1,14 +1,34 @@
-"""A fresh drafter shaped for a given target (for training, or a labelled random default)."""
+"""Building blocks matched to a target: the target adapter itself (fast or generic path) and fresh drafters."""
 
 from __future__ import annotations
 
+from torch import nn
+
 from ..config import DraftConfig
+from ..errors import ConfigError
 from .drafter import DFlashDraft
+from .fast_decoder import FastDecoderTarget, unsupported_reason
 from .loading import pick_mask_token
-from .target import TargetModel
+from .target import TargetBase, TargetModel
 
 
-def draft_config_for(target: TargetModel, num_layers: int = 1, block_size: int = 16,
+def make_target(hf_model: nn.Module, tokenizer=None, fast: bool | None = None) -> TargetBase:
+    """The fast Llama-family path when the model allows it (unless `fast` is False), else the generic adapter.
+
+    `fast=True` insists on the fast path and raises ConfigError naming why a model cannot take it.
+    The result's `path` attribute says which one was taken ("fast" or "generic")."""
+    if fast is False:
+        return TargetModel(hf_model, tokenizer)
+    reason = unsupported_reason(hf_model)
+    if reason is None:
+        return FastDecoderTarget(hf_model, tokenizer)
+    if fast:
+        raise ConfigError(f"the fast target path cannot run {type(hf_model).__name__}: {reason}; "
+                          "leave fast unset (or pass --generic-target) to use the generic path")
+    return TargetModel(hf_model, tokenizer)
+
+
+def draft_config_for(target: TargetBase, num_layers: int = 1, block_size: int = 16,
                      mask_token_id: int | None = None, target_layer_ids: list[int] | None = None) -> DraftConfig:
     """Qwen3-style layers of the target's width; heads and RoPE base follow the target."""
     cfg = _Lenient(target.config)
@@ -49,6 +69,6 @@ class _Lenient:
             return None
 
 
-def random_draft(target: TargetModel, num_layers: int = 1, block_size: int = 16, seed: int = 0) -> DFlashDraft:
+def random_draft(target: TargetBase, num_layers: int = 1, block_size: int = 16, seed: int = 0) -> DFlashDraft:
     draft = DFlashDraft(draft_config_for(target, num_layers, block_size)).init_weights(seed)
     return draft.to(device=target.device, dtype=target.dtype).eval()

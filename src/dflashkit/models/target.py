@@ -26,8 +26,10 @@ def _attention_modules(model: nn.Module) -> list[nn.Module]:
     return found
 
 
-class TargetModel:
-    """The verifier. `forward` runs tokens at explicit per-sequence positions against the static cache."""
+class TargetBase:
+    """What every target path shares: the HF model, its embedding and head, the step state, stop tokens."""
+
+    path = "base"
 
     def __init__(self, model: nn.Module, tokenizer=None):
         self.model = model.eval()
@@ -44,9 +46,49 @@ class TargetModel:
         self.vocab_size = int(self.lm_head_weight.shape[0])
         self.max_positions = int(getattr(self.config, "max_position_embeddings", 0) or 1 << 20)
         self.state = StepState()
-        self._bind()
         self.batch_size = 0
         self.capacity = 0
+        self.compiled = False
+
+    def eager(self):
+        """Context in which compiled layers run eagerly (prefill: every prompt length is a new shape)."""
+        import contextlib
+
+        if self.compiled and hasattr(torch.compiler, "set_stance"):
+            return torch.compiler.set_stance("force_eager")
+        return contextlib.nullcontext()
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed_weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed_weight.dtype
+
+    def embed(self, token_ids: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """Raw embedding rows (the drafter applies its own `input_embedding_scale`)."""
+        x = F.embedding(token_ids, self.embed_weight)
+        return x * scale if scale != 1.0 else x
+
+    def stop_token_ids(self) -> list[int]:
+        """End-of-turn ids: generation config first, then model config, then tokenizer."""
+        for source in (getattr(self.model, "generation_config", None), self.config,
+                       self.tokenizer):
+            ids = getattr(source, "eos_token_id", None) if source is not None else None
+            if ids is not None:
+                return [int(ids)] if isinstance(ids, int) else [int(i) for i in ids]
+        return []
+
+
+class TargetModel(TargetBase):
+    """The verifier on any HF decoder. `forward` runs tokens at explicit per-sequence positions against the cache."""
+
+    path = "generic"
+
+    def __init__(self, model: nn.Module, tokenizer=None):
+        super().__init__(model, tokenizer)
+        self._bind()
 
     # ------------------------------------------------------------------ set-up
     def _bind(self) -> None:
@@ -82,22 +124,6 @@ class TargetModel:
                     layer.compile(dynamic=False)
                 self.compiled = True
                 return
-
-    def eager(self):
-        """Context in which compiled layers run eagerly (prefill: every prompt length is a new shape)."""
-        import contextlib
-
-        if getattr(self, "compiled", False) and hasattr(torch.compiler, "set_stance"):
-            return torch.compiler.set_stance("force_eager")
-        return contextlib.nullcontext()
-
-    @property
-    def device(self) -> torch.device:
-        return self.embed_weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.embed_weight.dtype
 
     def allocate(self, batch_size: int, capacity: int) -> None:
         """Preallocate K/V for `batch_size` sequences of up to `capacity` positions (shapes probed once)."""
@@ -148,18 +174,3 @@ class TargetModel:
         if layer_ids is not None:
             features = torch.cat([out.hidden_states[i + 1] for i in layer_ids], dim=-1)
         return out.logits, features
-
-    def embed(self, token_ids: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-        """Raw embedding rows (the drafter applies its own `input_embedding_scale`)."""
-        x = F.embedding(token_ids, self.embed_weight)
-        return x * scale if scale != 1.0 else x
-
-    # ------------------------------------------------------------------ tokens
-    def stop_token_ids(self) -> list[int]:
-        """End-of-turn ids: generation config first, then model config, then tokenizer."""
-        for source in (getattr(self.model, "generation_config", None), self.config,
-                       self.tokenizer):
-            ids = getattr(source, "eos_token_id", None) if source is not None else None
-            if ids is not None:
-                return [int(ids)] if isinstance(ids, int) else [int(i) for i in ids]
-        return []

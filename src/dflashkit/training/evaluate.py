@@ -11,7 +11,7 @@ from torch import nn
 from ..engine.generator import Generator
 from ..engine.sampling import SamplingParams
 from ..models.drafter import DFlashDraft
-from ..models.target import TargetModel
+from ..models.factory import make_target
 
 
 def acceptance(gen: Generator, prompts: list[list[int]], max_new_tokens: int = 256,
@@ -34,7 +34,7 @@ class TauProbe:
 
     def __init__(self, hf_model: nn.Module, tokenizer, prompts: list[list[int]], max_new_tokens: int = 192,
                  max_batch: int = 32):
-        self.target = TargetModel(copy.deepcopy(hf_model), tokenizer)
+        self.target = make_target(copy.deepcopy(hf_model), tokenizer)
         self.prompts, self.max_new_tokens = prompts, max_new_tokens
         self.max_batch = max(1, min(max_batch, len(prompts)))
         self.max_length = max(len(p) for p in prompts) + max_new_tokens + 8 if prompts else 512

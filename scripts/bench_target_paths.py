@@ -1,0 +1,98 @@
+"""Forward latency of the generic and fast target paths on one GPU (CUDA-graph replay, random weights).
+
+    python scripts/bench_target_paths.py --shape qwen3-8b [--compile] --out OUT.json
+
+Both paths share one HF model (the fast path re-points its Linears at the fused weights), so the numbers
+compare the adapters alone. Also reports how far the two paths' bf16 logits are apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from dflashkit.models.factory import make_target
+
+SHAPES = {
+    "smollm2": ("llama", {"vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536,
+                          "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
+                          "tie_word_embeddings": True}),
+    "qwen3-8b": ("qwen3", {"vocab_size": 151936, "hidden_size": 4096, "intermediate_size": 12288,
+                           "num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8,
+                           "head_dim": 128, "tie_word_embeddings": False}),
+}
+
+
+def replay_ms(fn, iters: int = 30) -> float:
+    """Median ms of one CUDA-graph replay of `fn`, after eager warm-up (which also compiles)."""
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    times = []
+    for _ in range(iters):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        graph.replay()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--shape", choices=sorted(SHAPES), default="qwen3-8b")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32])
+    p.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16])
+    p.add_argument("--kv-len", type=int, default=1024)
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    family, shape = SHAPES[args.shape]
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **shape), dtype=torch.bfloat16).eval()
+    fast = make_target(model, fast=True)
+    generic = make_target(model, fast=False)  # same weights: the HF Linears now view the fused tensors
+    layer_ids = [1, shape["num_hidden_layers"] // 2, shape["num_hidden_layers"] - 3]
+    record = {"shape": args.shape, "compile": args.compile, "kv_len": args.kv_len, "device": torch.cuda.get_device_name()}
+    for target in (generic, fast):
+        target.allocate(max(args.batches), args.kv_len + 64)
+        if args.compile:
+            target.compile_layers()
+    g = torch.Generator(device="cuda").manual_seed(1)
+    for b in args.batches:
+        for t in args.sizes:
+            tokens = torch.randint(0, shape["vocab_size"], (b, t), device="cuda", generator=g)
+            pos = (torch.arange(t, device="cuda") + args.kv_len - t)[None].expand(b, -1).contiguous()
+            ids = layer_ids if t > 1 else None
+            row = {}
+            with torch.inference_mode():
+                for target in (generic, fast):
+                    step = lambda tg=target, x=tokens, q=pos, li=ids: tg.forward(x, q, kv_len=args.kv_len,
+                                                                              layer_ids=li)
+                    row[target.path] = round(replay_ms(step), 3)
+                (lg, fg), (lf, ff) = (tg.forward(tokens, pos, kv_len=args.kv_len, layer_ids=ids) for tg in (generic, fast))
+            row["speedup"] = round(row["generic"] / row["fast"], 3)
+            row["logits_max_abs_diff"] = float((lg.float() - lf.float()).abs().max())
+            if ids is not None:
+                row["features_max_abs_diff"] = float((fg.float() - ff.float()).abs().max())
+            row["argmax_agree"] = float((lg.argmax(-1) == lf.argmax(-1)).float().mean())
+            record[f"b{b}_t{t}"] = row
+            print(json.dumps({f"b{b}_t{t}": row}), flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(record, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
