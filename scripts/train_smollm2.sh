@@ -22,6 +22,7 @@ ANCHORS=${ANCHORS:-128}       # blocks per sequence per step: 16 x 128 x 16 = 32
 LR=${LR:-1e-3}
 INIT=${INIT:-target}          # drafter start: the target's top layers, or random
 EVAL_PROMPTS=${EVAL_PROMPTS:-40}
+EVAL_EVERY=${EVAL_EVERY:-0}   # steps between held-out tau checks during training (0: only at the end)
 DG_BATCH=${DG_BATCH:-256}      # sequences decoded together in datagen
 TURNS=${TURNS:-1}             # user turns per conversation (later turns follow the target's own answers)
 MAX_NEW=${MAX_NEW:-384}       # answer tokens per turn
@@ -54,7 +55,7 @@ if [[ $PHASES == *train* ]]; then
     dflash train --target "$TARGET" --data "$WORK/data" --out "$RUN" --num-layers "$LAYERS" --block-size 16 \
         --init "$INIT" --anchors "$ANCHORS" --batch-size "$BATCH" --lr "$LR" --warmup-steps 60 --max-len "$MAX_LEN" \
         --time-budget-s "$TRAIN_S" --save-every 500 --keep-checkpoints 1 --log-every 50 \
-        --eval-num 32 --eval-max-new-tokens 256 --no-tensorboard || { stamp "train failed"; exit 1; }
+        --eval-num 32 --eval-max-new-tokens 256 --eval-every "$EVAL_EVERY" --no-tensorboard || { stamp "train failed"; exit 1; }
     rm -rf "$OUT/draft"
     cp -r "$RUN/draft" "$OUT/draft"
     cp "$RUN/log.jsonl" "$RUN/train_config.json" "$OUT/"

@@ -73,6 +73,9 @@ class Generator:
         self.controller = BlockSizeController(self.block_size, fixed=None if adaptive else self.block_size)
         self.max_batch = max_batch
         self.prefill_tokens = prefill_tokens  # padded prompt tokens per prefill forward
+        # admit only once this many slots are free (or the queue fits): a prefill is an eager forward, so
+        # throughput jobs (datagen) batch admissions instead of paying one per finished sequence
+        self.admit_min = 1
         self.max_length = min(max_length or 4096, target.max_positions)
         self.speculative = speculative and draft is not None and self.block_size > 1
         self.device = target.device
@@ -228,6 +231,9 @@ class Generator:
     def _admit(self) -> list[Update]:
         """Move waiting requests into free slots; prompts of similar length prefill together."""
         admitted = []
+        free = self.slots.count(None)
+        if free < min(self.admit_min, len(self.waiting)) and free < len(self.slots):
+            return admitted
         while self.waiting and None in self.slots:
             seq = self.waiting.popleft()
             slot = self.slots.index(None)

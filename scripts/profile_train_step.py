@@ -1,0 +1,82 @@
+"""Where a training step's time goes: collate, target features, masks, drafter forward, backward, optimizer.
+
+Synchronises the device between phases (so the total is a little above a real step) and prints medians.
+
+    python scripts/profile_train_step.py --target DIR --data DATA_DIR [--batch-size 16 --anchors 128 --steps 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from dflashkit.training.dataset import collate
+from dflashkit.training.distributed import Dist
+from dflashkit.training.forward import layer_masks
+from dflashkit.training.train_config import TrainConfig
+from dflashkit.training.trainer import _Run
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--target", default=None)
+    p.add_argument("--data", required=True)
+    p.add_argument("--batch-size", type=int, nargs="+", default=[16])
+    p.add_argument("--anchors", type=int, nargs="+", default=[128])
+    p.add_argument("--num-layers", type=int, default=3)
+    p.add_argument("--max-len", type=int, default=1024)
+    p.add_argument("--steps", type=int, default=12)
+    args = p.parse_args()
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    run = None
+    for bs in args.batch_size:
+        for anchors in args.anchors:
+            cfg = TrainConfig(data=[args.data], out="/tmp/profile-train", target=args.target, num_layers=args.num_layers,
+                              anchors=anchors, batch_size=bs, max_len=args.max_len, resume=False, eval_num=0,
+                              tensorboard=False)
+            target = None if run is None else (run.hf_model, run.tokenizer)
+            run = _Run(cfg, Dist(device=dev), target)
+            times: dict[str, list[float]] = {}
+            for step in range(args.steps):
+                t = {}
+                sync(); t0 = time.perf_counter()
+                _, idx = run.plan.indices(step)
+                tokens, _, blocks = collate(run.data, idx, anchors, run.draft.block_size, run.draft.mask_token_id, step)
+                t["collate"] = time.perf_counter() - t0; t0 = time.perf_counter()
+                tokens, blocks = tokens.to(dev), blocks.to(dev)
+                feats = run.features(tokens)
+                sync(); t["features"] = time.perf_counter() - t0; t0 = time.perf_counter()
+                masks = layer_masks(run.draft, blocks.anchors, tokens.shape[1])
+                sync(); t["masks"] = time.perf_counter() - t0; t0 = time.perf_counter()
+                with run._autocast():
+                    loss, _ = run.model(feats, blocks, masks)
+                sync(); t["forward"] = time.perf_counter() - t0; t0 = time.perf_counter()
+                loss.backward()
+                sync(); t["backward"] = time.perf_counter() - t0; t0 = time.perf_counter()
+                run.opt.step(); run.opt.zero_grad(set_to_none=True)
+                sync(); t["optimizer"] = time.perf_counter() - t0
+                if step >= 2:  # warm-up
+                    for k, v in t.items():
+                        times.setdefault(k, []).append(v * 1000)
+            med = {k: round(statistics.median(v), 1) for k, v in times.items()}
+            med["total"] = round(sum(med.values()), 1)
+            drafted = bs * anchors * run.draft.block_size
+            print(json.dumps({"batch": bs, "anchors": anchors, "ms": med, "peak_gb": _peak(dev),
+                              "drafted_pos_per_s": round(drafted / med["total"] * 1000)}), flush=True)
+
+
+def _peak(dev) -> float | None:
+    if dev.type != "cuda":
+        return None
+    gb = torch.cuda.max_memory_allocated() / 2**30
+    torch.cuda.reset_peak_memory_stats()
+    return round(gb, 1)
+
+
+if __name__ == "__main__":
+    main()
