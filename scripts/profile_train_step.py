@@ -36,30 +36,32 @@ def main() -> None:
     run = None
     for bs in args.batch_size:
         for anchors in args.anchors:
-            cfg = TrainConfig(data=[args.data], out="/tmp/profile-train", target=args.target, num_layers=args.num_layers,
-                              anchors=anchors, batch_size=bs, max_len=args.max_len, resume=False, eval_num=0,
-                              tensorboard=False)
+            cfg = TrainConfig(data=[args.data], out="/tmp/profile-train", target=args.target,
+                              num_layers=args.num_layers, anchors=anchors, batch_size=bs, max_len=args.max_len,
+                              resume=False, eval_num=0, tensorboard=False)
             target = None if run is None else (run.hf_model, run.tokenizer)
             run = _Run(cfg, Dist(device=dev), target)
             times: dict[str, list[float]] = {}
             for step in range(args.steps):
-                t = {}
-                sync(); t0 = time.perf_counter()
+                lap = _Laps(sync)
                 _, idx = run.plan.indices(step)
-                tokens, _, blocks = collate(run.data, idx, anchors, run.draft.block_size, run.draft.mask_token_id, step)
-                t["collate"] = time.perf_counter() - t0; t0 = time.perf_counter()
-                tokens, blocks = tokens.to(dev), blocks.to(dev)
-                feats = run.features(tokens)
-                sync(); t["features"] = time.perf_counter() - t0; t0 = time.perf_counter()
+                tokens, _, blocks = collate(run.data, idx, anchors, run.draft.block_size, run.draft.mask_token_id,
+                                            step)
+                lap("collate")
+                feats = run.features(tokens.to(dev))
+                blocks = blocks.to(dev)
+                lap("features")
                 masks = layer_masks(run.draft, blocks.anchors, tokens.shape[1])
-                sync(); t["masks"] = time.perf_counter() - t0; t0 = time.perf_counter()
+                lap("masks")
                 with run._autocast():
                     loss, _ = run.model(feats, blocks, masks)
-                sync(); t["forward"] = time.perf_counter() - t0; t0 = time.perf_counter()
+                lap("forward")
                 loss.backward()
-                sync(); t["backward"] = time.perf_counter() - t0; t0 = time.perf_counter()
-                run.opt.step(); run.opt.zero_grad(set_to_none=True)
-                sync(); t["optimizer"] = time.perf_counter() - t0
+                lap("backward")
+                run.opt.step()
+                run.opt.zero_grad(set_to_none=True)
+                lap("optimizer")
+                t = lap.times
                 if step >= 2:  # warm-up
                     for k, v in t.items():
                         times.setdefault(k, []).append(v * 1000)
@@ -68,6 +70,21 @@ def main() -> None:
             drafted = bs * anchors * run.draft.block_size
             print(json.dumps({"batch": bs, "anchors": anchors, "ms": med, "peak_gb": _peak(dev),
                               "drafted_pos_per_s": round(drafted / med["total"] * 1000)}), flush=True)
+
+
+class _Laps:
+    """Seconds since the previous lap, per phase name, with the device synchronised at each lap."""
+
+    def __init__(self, sync):
+        self.sync, self.times = sync, {}
+        sync()
+        self.t0 = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        self.sync()
+        now = time.perf_counter()
+        self.times[name] = now - self.t0
+        self.t0 = now
 
 
 def _peak(dev) -> float | None:
