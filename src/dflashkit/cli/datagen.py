@@ -30,7 +30,6 @@ def register(sub) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0, help="prompt shuffle (and sampling) seed")
     p.add_argument("--time-budget-s", type=float, default=None, help="stop after this long, keeping finished work")
-    p.add_argument("--compile", action="store_true", help="torch.compile the target's layers (long runs)")
     p.add_argument("--keep-benchmarks", action="store_true",
                    help="do not drop prompts that overlap HumanEval / MT-Bench (default: drop them)")
     p.add_argument("--no-progress", action="store_true")

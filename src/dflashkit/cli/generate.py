@@ -19,6 +19,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, default=None, help="context length to allocate (prompt + answer)")
     p.add_argument("--generic-target", action="store_true", help="run the target through its transformers forward "
                    "even when the fused Llama/Qwen fast path could (for comparison or debugging)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decoder layers: faster GPU decoding "
+                   "after a compilation warm-up (tens of seconds); worth it for long runs and servers")
 
 
 def register(sub) -> None:
@@ -52,7 +54,7 @@ def run(args) -> int:
                             top_k=args.top_k, seed=args.seed, stop=args.stop)
     gen = load(args.model, args.draft, device=args.device, dtype=args.dtype, block_size=args.block_size,
                max_batch=1, max_length=args.max_length, speculative=not args.autoregressive,
-               fast_target=False if args.generic_target else None)
+               fast_target=False if args.generic_target else None, compile=args.compile)
     source = getattr(gen, "draft_source", None) or ""
     if source.startswith("random"):
         print(f"note: the drafter is {source}", file=sys.stderr)

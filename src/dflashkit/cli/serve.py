@@ -41,7 +41,7 @@ def run(args) -> int:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})")
     gen = load(args.model, args.draft, device=args.device, dtype=args.dtype, block_size=args.block_size,
                max_batch=args.max_batch, max_length=args.max_length, speculative=not args.no_speculative,
-               fast_target=False if args.generic_target else None)
+               fast_target=False if args.generic_target else None, compile=args.compile)
     source = getattr(gen, "draft_source", None) or ""
     if source.startswith("random"):
         print(f"note: the drafter is {source}", file=sys.stderr)

@@ -15,7 +15,8 @@ def make_backend(name: str, **options) -> Backend:
 
         return LocalBackend(model=options.get("model"), draft=options.get("draft"), device=options.get("device"),
                             dtype=options.get("dtype"), block_size=options.get("block_size"),
-                            modes=options.get("modes") or ("ar", "dflash"), max_length=options.get("max_length"))
+                            modes=options.get("modes") or ("ar", "dflash"), max_length=options.get("max_length"),
+                            compile=bool(options.get("compile")))
     if name == "hf":
         from .hf import HFBackend
 
