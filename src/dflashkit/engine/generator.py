@@ -251,7 +251,9 @@ class Generator:
         dev = self.device
         slots = [slot for slot, _ in group]
         lengths = [len(seq.prompt_ids) for _, seq in group]
-        width = max(lengths)
+        # padded to a multiple of _ALIGN: few distinct prefill shapes, so a new prompt length does not pay
+        # first-use costs (GEMM heuristics, allocator growth) that cost ~40 ms of time to first token on a GPU
+        width = min(_round_up(max(lengths), _ALIGN), self.capacity)
         for slot, seq in group:
             self.s_temp[slot] = seq.params.temperature
             self.s_top_p[slot] = seq.params.top_p
@@ -261,16 +263,14 @@ class Generator:
             ids[row, :lengths[row]] = torch.tensor(seq.prompt_ids)
         ids = ids.to(dev)
         pos = torch.arange(width, device=dev)[None].expand(len(group), -1)
-        if len(group) == 1:  # one prompt: no padding, logits of the last position only
-            slot_arg, keep, column = slots[0], 1, [0]
-        else:
-            last = sorted({n - 1 for n in lengths})
-            slot_arg, keep = torch.tensor(slots, device=dev), torch.tensor(last, device=dev)
-            column = [last.index(n - 1) for n in lengths]
+        last = sorted({n - 1 for n in lengths})  # logits only where a prompt ends
+        keep = torch.tensor(last, device=dev)
+        column = [last.index(n - 1) for n in lengths]
+        slot_arg = slots[0] if len(group) == 1 else torch.tensor(slots, device=dev)
         layer_ids = self.draft.target_layer_ids if self.speculative else None
         with self.target.eager():
             logits, feats = self.target.forward(ids, pos, slot=slot_arg, logits_to_keep=keep, layer_ids=layer_ids,
-                                                kv_len=min(_round_up(width, _ALIGN), self.capacity))
+                                                kv_len=width)
         firsts = []
         for row, (slot, seq) in enumerate(group):
             row_logits = logits[row:row + 1, column[row]:column[row] + 1]  # [1, 1, V]
