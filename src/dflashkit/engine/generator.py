@@ -46,6 +46,11 @@ def _prefill_groups(items: list, budget: int) -> Iterator[list]:
         yield group
 
 
+def _filters(params: SamplingParams) -> bool:
+    """Whether a request's sampling needs the top-p / top-k filter (a sort over the vocabulary)."""
+    return not params.greedy and (params.top_p < 1.0 or params.top_k > 0)
+
+
 def _bucket(x: int, cap: int, floor: int = 1) -> int:
     """Next power of two >= x (>= floor), capped: few distinct shapes, so few CUDA graphs."""
     b = floor
@@ -202,13 +207,14 @@ class Generator:
             rows = _bucket(running[-1][0] + 1, self.max_batch)
             seqs = self.slots[:rows]
             greedy = all(s is None or s.params.greedy for s in seqs)
+            filtered = any(s is not None and _filters(s.params) for s in seqs)
             size = self.controller.choose(rows) if self.speculative else 1
             kv_len = _bucket(max(s.anchor_pos for _, s in running) + size, self.capacity, _MIN_KV)
             if not greedy:
                 self._fill_uniforms(seqs, 2 * size)
-            key = (rows, kv_len, size, greedy, self.speculative, self.oracle_accept, self.oracle_force)
+            key = (rows, kv_len, size, greedy, filtered, self.speculative, self.oracle_accept, self.oracle_force)
             self._tick("other")
-            body = lambda: self._step_body(rows, kv_len, size, greedy)  # noqa: E731
+            body = lambda: self._step_body(rows, kv_len, size, greedy, filtered)  # noqa: E731
             counts, tokens = self.graphs.run(key, body) if self.profile is None else body()
             host = torch.cat([counts[:, None], tokens], dim=1).tolist()  # the step's one sync
             self._tick("step")
@@ -277,7 +283,7 @@ class Generator:
             if seq.params.greedy:
                 firsts.append(row_logits[0, 0].argmax())
             else:
-                s = self._sampling(slot, slot + 1)
+                s = self._sampling(slot, slot + 1, _filters(seq.params))
                 self._fill_uniforms([seq], 1, start=slot)
                 firsts.append(sampling.sample(sampling.probs(row_logits, s)[:, 0], self.uniforms[slot:slot + 1, 0])[0])
         first = torch.stack(firsts)
@@ -308,10 +314,11 @@ class Generator:
             if seq is not None and seq.generator is not None:
                 block[i] = torch.rand(width, device=self.device, generator=seq.generator)
 
-    def _sampling(self, lo: int, hi: int) -> BatchSampling:
+    def _sampling(self, lo: int, hi: int, filtered: bool) -> BatchSampling:
+        """Rows lo..hi-1; `filtered`: some row uses top-p/top-k (else the vocabulary sort is skipped)."""
         temp = self.s_temp[lo:hi]
         return BatchSampling(temperature=temp, top_p=self.s_top_p[lo:hi], top_k=self.s_top_k[lo:hi],
-                             greedy=temp == 0, all_greedy=False, needs_filter=True)
+                             greedy=temp == 0, all_greedy=False, needs_filter=filtered)
 
     def _tick(self, name: str) -> None:
         if self.profile is None:
@@ -323,13 +330,14 @@ class Generator:
         self.profile[name] = self.profile.get(name, 0.0) + (now - last)
         self.profile["_t"] = now
 
-    def _step_body(self, rows: int, kv_len: int, size: int, greedy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _step_body(self, rows: int, kv_len: int, size: int, greedy: bool,
+                   filtered: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """One step on rows 0..rows-1 from persistent buffers only (CUDA-graph safe).
 
         Returns (accepted drafts [rows], committed tokens [rows, size]; the first accepted + 1 are real).
         """
         draft, target = self.draft, self.target
-        s = None if greedy else self._sampling(0, rows)
+        s = None if greedy else self._sampling(0, rows, filtered)
         anchor_pos = self.anchor_pos[:rows]
         offsets = torch.arange(max(size, 1), device=self.device)
         block_pos = anchor_pos[:, None] + offsets  # [b, T]
