@@ -423,7 +423,7 @@ class Generator:
             self.speculative = speculative and self.block_size > 1
         try:
             refs = references or [None] * len(prompts)
-            ids = [self.add_request(p, q, r) for p, q, r in zip(prompts, params, refs)]
+            ids = [self.add_request(p, q, r) for p, q, r in zip(prompts, params, refs, strict=True)]
             bar = None
             if progress:
                 from tqdm.auto import tqdm

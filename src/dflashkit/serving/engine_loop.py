@@ -186,7 +186,8 @@ class EngineLoop:
                 self._leave_queue(h)
                 self.metrics.record(lambda m, h=h: (m.ttft.observe(now - h.t_arrival),
                                                     m.prompt_tokens.inc(h.prompt_tokens)))
-            events.append((h, Event("delta", token_ids=u.token_ids, text=u.text)))
+            if h.request.stream:  # a whole-answer request needs only "done": no event-loop wake-up per step
+                events.append((h, Event("delta", token_ids=u.token_ids, text=u.text)))
             if u.finished:
                 result = self.gen.pop_result(u.seq_id)
                 self._end(h)

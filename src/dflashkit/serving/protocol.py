@@ -95,6 +95,7 @@ class EngineRequest:
     top_k: int
     seed: int | None
     stop: list[str] | None
+    stream: bool = False  # False: the HTTP side waits for the whole answer, so no per-step deltas are sent
 
 
 def parse_json(raw: bytes) -> dict:
@@ -218,7 +219,7 @@ def chat_request(body: dict) -> tuple[ChatRequest, EngineRequest]:
     else:
         max_tokens = _max_tokens(req.max_tokens, "max_tokens")
     return req, EngineRequest(messages=messages, prompt=None, max_tokens=max_tokens, default_max_tokens=None,
-                              **_sampling_values(req))
+                              stream=bool(req.stream), **_sampling_values(req))
 
 
 COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
@@ -237,4 +238,5 @@ def completion_request(body: dict) -> tuple[CompletionRequest, EngineRequest]:
     if not prompt:
         raise bad_request("prompt is empty", "prompt")
     return req, EngineRequest(messages=None, prompt=prompt, max_tokens=_max_tokens(req.max_tokens, "max_tokens"),
-                              default_max_tokens=COMPLETION_DEFAULT_MAX_TOKENS, **_sampling_values(req))
+                              default_max_tokens=COMPLETION_DEFAULT_MAX_TOKENS, stream=bool(req.stream),
+                              **_sampling_values(req))

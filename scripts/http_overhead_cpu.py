@@ -1,0 +1,79 @@
+"""Host overhead of the HTTP server vs the engine alone, on CPU.
+
+A tiny random Llama with SmolLM2's tokenizer keeps model time small, so the server's per-step host work
+shows. Greedy, one request at a time; the openai client runs in this process too and adds its own share.
+Not a test: prints medians of 5 runs.
+
+    python scripts/http_overhead_cpu.py [NEW_TOKENS]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.join(ROOT, "tests"), os.path.join(ROOT, "tests", "serving")]
+
+
+def main() -> None:
+    from openai import OpenAI
+    from serving_harness import live_server
+    from tiny_models import tiny_hf
+    from transformers import AutoTokenizer
+
+    from dflashkit import Generator, SamplingParams
+    from dflashkit.models.factory import make_target
+    from dflashkit.models.loading import convert_gguf, embedded_gguf
+
+    torch.set_num_threads(1)
+    new = int(sys.argv[1]) if len(sys.argv) > 1 else 400
+    tok = AutoTokenizer.from_pretrained(str(convert_gguf(embedded_gguf())))
+    gen = Generator(make_target(tiny_hf("llama", 0, len(tok), torch.float32), tok), None, tok, max_batch=8,
+                    max_length=512, speculative=False)
+    prompt = gen.chat_prompt([{"role": "user", "content": "Write a long story about a robot."}])
+    params = SamplingParams(max_new_tokens=new, ignore_eos=True)
+
+    def rate(fn) -> float:
+        fn()  # warm-up
+        runs = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            runs.append(fn() / (time.perf_counter() - t0))
+        return statistics.median(runs)
+
+    def stream_engine() -> int:
+        return sum(len(u.token_ids) for u in gen.stream(prompt, params))
+
+    out = {"tokens": new,
+           "engine_generate_tok_s": rate(lambda: gen.generate([prompt], params)[0].completion_tokens),
+           "engine_stream_tok_s": rate(stream_engine)}
+    with live_server(gen) as (url, _):
+        client = OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        text = tok.decode(prompt)
+
+        def http(stream: bool) -> int:
+            if not stream:
+                return client.completions.create(model="tiny", prompt=text, max_tokens=new,
+                                                 temperature=0).usage.completion_tokens
+            n = 0
+            for chunk in client.completions.create(model="tiny", prompt=text, max_tokens=new, temperature=0,
+                                                   stream=True, stream_options={"include_usage": True}):
+                n = chunk.usage.completion_tokens if chunk.usage else n
+            return n
+
+        out["http_stream_tok_s"] = rate(lambda: http(True))
+        out["http_whole_answer_tok_s"] = rate(lambda: http(False))
+    base = out["engine_generate_tok_s"]
+    for key in ("http_stream_tok_s", "http_whole_answer_tok_s"):
+        out[key.replace("_tok_s", "_overhead_pct")] = round(100 * (1 - out[key] / base), 1)
+    print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in out.items()}))
+
+
+if __name__ == "__main__":
+    main()
