@@ -98,6 +98,7 @@ class Generator:
         self.profile: dict[str, float] | None = None  # set to {} to collect per-phase times (adds syncs)
         self.last_block_size = self.block_size
         self.emit_text = True  # Update.text deltas (streaming); generate() without a callback turns it off
+        self.defer_absorb = True  # single-token steps leave features pending (see _must_absorb)
         self.oracle_accept: int | None = None  # oracle mode: drafts replayed from reference tokens
         self.oracle_force = False
 
@@ -122,8 +123,10 @@ class Generator:
             self.dcache = DraftCache(self.draft, b, self.capacity)
             width = len(self.draft.target_layer_ids) * t.hidden_size
             self.pend_feats = torch.zeros(b, self.draft.block_size, width, dtype=t.dtype, device=dev)
-            self.pend_pos = torch.zeros(b, dtype=torch.long, device=dev)
+            self.pend_pos = torch.zeros(b, dtype=torch.long, device=dev)  # position of pend_feats[:, 0]
+            self.pend_len = torch.zeros(b, dtype=torch.long, device=dev)  # valid pending features per row
             self.oracle_table = torch.zeros(b, self.capacity, dtype=torch.long, device=dev)
+        self.pend_host = [0] * b  # the same counts on the host, to decide when a chunk must be absorbed
         self._allocated = True
 
     # ----------------------------------------------------------------- requests
@@ -212,14 +215,17 @@ class Generator:
             kv_len = _bucket(max(s.anchor_pos for _, s in running) + size, self.capacity, _MIN_KV)
             if not greedy:
                 self._fill_uniforms(seqs, 2 * size)
-            key = (rows, kv_len, size, greedy, filtered, self.speculative, self.oracle_accept, self.oracle_force)
+            absorb = self._must_absorb(running, size)
+            key = (rows, kv_len, size, greedy, filtered, absorb, self.speculative, self.oracle_accept,
+                   self.oracle_force)
             self._tick("other")
-            body = lambda: self._step_body(rows, kv_len, size, greedy, filtered)  # noqa: E731
+            body = lambda: self._step_body(rows, kv_len, size, greedy, filtered, absorb)  # noqa: E731
             counts, tokens = self.graphs.run(key, body) if self.profile is None else body()
             host = torch.cat([counts[:, None], tokens], dim=1).tolist()  # the step's one sync
             self._tick("step")
             lengths = []
             for i, seq in running:
+                self.pend_host[i] = (0 if absorb else self.pend_host[i]) + host[i][0] + 1
                 kept = seq.extend(host[i][1:1 + host[i][0] + 1], speculative_step=self.speculative)
                 lengths.append(len(kept))
                 updates.append(self._update(seq, kept))
@@ -294,6 +300,9 @@ class Generator:
             self.dcache.write(self.draft.context_kv(ctx, pos), pos, slot=slot_t)
             self.pend_feats[slot_t] = 0
             self.pend_pos[slot_t] = length_t  # nothing pending: a junk chunk written at >= n is harmless
+            self.pend_len[slot_t] = 0
+        for slot in slots:
+            self.pend_host[slot] = 0
         if self.oracle_accept is not None:
             for row, (slot, seq) in enumerate(group):
                 ref = (seq.prompt_ids + [0] + list(seq.reference or [])[1:])[:self.capacity]
@@ -330,8 +339,19 @@ class Generator:
         self.profile[name] = self.profile.get(name, 0.0) + (now - last)
         self.profile["_t"] = now
 
-    def _step_body(self, rows: int, kv_len: int, size: int, greedy: bool,
-                   filtered: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _must_absorb(self, running: list[tuple[int, Sequence]], size: int) -> bool:
+        """Whether this step first moves the pending target features into the drafter's cache.
+
+        A drafting step needs the whole context, so it always does. Single-token steps (the adaptive
+        block size's fallback) draft nothing: their features wait in the pending buffer until it is full,
+        so a run of them pays one absorption per chunk instead of one per token."""
+        if not self.speculative:
+            return False
+        chunk = self.pend_feats.shape[1]
+        return size > 1 or not self.defer_absorb or max(self.pend_host[i] for i, _ in running) + size > chunk
+
+    def _step_body(self, rows: int, kv_len: int, size: int, greedy: bool, filtered: bool,
+                   absorb: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """One step on rows 0..rows-1 from persistent buffers only (CUDA-graph safe).
 
         Returns (accepted drafts [rows], committed tokens [rows, size]; the first accepted + 1 are real).
@@ -343,9 +363,9 @@ class Generator:
         block_pos = anchor_pos[:, None] + offsets  # [b, T]
         block = self.anchor_tok[:rows, None].repeat(1, size)
         drafts = q = None
-        if self.speculative:
-            # 1. the drafter absorbs the context features accepted in the previous step (fixed chunk)
-            chunk = self.pend_feats.shape[1]
+        chunk = self.pend_feats.shape[1] if self.speculative else 0
+        if self.speculative and absorb:
+            # 1. the drafter absorbs the context features accepted since the last absorption (fixed chunk)
             pend_pos = self.pend_pos[:rows, None] + torch.arange(chunk, device=self.device)
             ctx = draft.project_context(self.pend_feats[:rows].to(draft.dtype))
             self.dcache.write(draft.context_kv(ctx, pend_pos), pend_pos)
@@ -390,8 +410,14 @@ class Generator:
 
         active = self.active[:rows]
         if self.speculative:
-            self.pend_feats[:rows, :size] = feats
-            self.pend_pos[:rows] = torch.where(active, anchor_pos, 0)
+            if absorb:  # the buffer starts over at this block's anchor
+                base = torch.zeros_like(anchor_pos)
+                self.pend_pos[:rows] = torch.where(active, anchor_pos, 0)
+            else:  # append after what is pending (the host made sure it fits)
+                base = self.pend_len[:rows]
+            index = (base[:, None] + torch.arange(size, device=self.device)).clamp(max=chunk - 1)
+            self.pend_feats[:rows].scatter_(1, index[:, :, None].expand(-1, -1, feats.shape[-1]), feats)
+            self.pend_len[:rows] = torch.where(active, base + accepted + 1, 0)
         self.anchor_pos[:rows] = torch.where(active, anchor_pos + accepted + 1, 0)
         self.anchor_tok[:rows] = nxt
         return accepted, tokens
