@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
+from bench_engine import graphed_latency_ms  # scripts/ is on sys.path when run as a script
 
 from dflashkit.models.factory import make_target
 
@@ -26,24 +25,6 @@ SHAPES = {
                            "num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8,
                            "head_dim": 128, "tie_word_embeddings": False}),
 }
-
-
-def replay_ms(fn, iters: int = 30) -> float:
-    """Median ms of one CUDA-graph replay of `fn`, after eager warm-up (which also compiles)."""
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    times = []
-    for _ in range(iters):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        graph.replay()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -87,7 +68,7 @@ def main() -> int:
                 for target in (generic, fast):
                     step = lambda tg=target, x=tokens, q=pos, li=ids: tg.forward(x, q, kv_len=args.kv_len,
                                                                               layer_ids=li)
-                    row[target.path] = round(replay_ms(step), 3)
+                    row[target.path] = round(graphed_latency_ms(step, iters=30), 3)
                 (lg, fg), (lf, ff) = (tg.forward(tokens, pos, kv_len=args.kv_len, layer_ids=ids)
                                       for tg in (generic, fast))
             row["speedup"] = round(row["generic"] / row["fast"], 3)
