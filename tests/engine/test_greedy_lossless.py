@@ -171,3 +171,32 @@ def test_seeded_sampling_does_not_depend_on_prefill_grouping():
         params = [SamplingParams(max_new_tokens=10, temperature=0.9, top_p=0.95, seed=100 + i) for i in range(5)]
         outs.append([r.token_ids for r in gen.generate(prompts, params)])
     assert outs[0] == outs[1]
+
+
+def test_grouped_admission_waits_for_free_slots_and_stays_lossless():
+    """admit_min (datagen's setting): waiting requests join only once that many slots are free."""
+    target, reference = build_tiny("llama", seed=8)
+    gen = Generator(target, random_draft(target), block_size=4, max_batch=4, max_length=96)
+    gen.admit_min = 3
+    prompts = random_prompts(7, seed=8)
+    limits = [2, 9, 4, 12, 3, 6, 5]
+    ids = {gen.add_request(p, SamplingParams(max_new_tokens=n)): i for i, (p, n) in enumerate(zip(prompts, limits))}
+    calls, admit = [], gen._admit
+
+    def spy():
+        free, waiting = gen.slots.count(None), len(gen.waiting)
+        updates = admit()
+        calls.append((free, waiting, len(updates)))
+        return updates
+
+    gen._admit = spy
+    done = {}
+    while gen.has_work():
+        for update in gen.step():
+            if update.finished:
+                done[ids[update.seq_id]] = gen.pop_result(update.seq_id).token_ids
+    admitted = [(free, waiting) for free, waiting, n in calls if n]
+    assert all(free >= 3 or free >= waiting or free == 4 for free, waiting in admitted)
+    assert any(0 < free < 3 and waiting > free and n == 0 for free, waiting, n in calls)  # it did wait
+    assert [done[i] for i in range(len(prompts))] == [reference_greedy(reference, p, n)
+                                                     for p, n in zip(prompts, limits)]
