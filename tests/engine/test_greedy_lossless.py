@@ -180,7 +180,7 @@ def test_grouped_admission_waits_for_free_slots_and_stays_lossless():
     gen.admit_min = 3
     prompts = random_prompts(7, seed=8)
     limits = [2, 9, 4, 12, 3, 6, 5]
-    ids = {gen.add_request(p, SamplingParams(max_new_tokens=n)): i for i, (p, n) in enumerate(zip(prompts, limits))}
+    ids = {gen.add_request(p, SamplingParams(max_new_tokens=n)): i for i, (p, n) in enumerate(zip(prompts, limits, strict=True))}
     calls, admit = [], gen._admit
 
     def spy():
@@ -199,4 +199,4 @@ def test_grouped_admission_waits_for_free_slots_and_stays_lossless():
     assert all(free >= 3 or free >= waiting or free == 4 for free, waiting in admitted)
     assert any(0 < free < 3 and waiting > free and n == 0 for free, waiting, n in calls)  # it did wait
     assert [done[i] for i in range(len(prompts))] == [reference_greedy(reference, p, n)
-                                                     for p, n in zip(prompts, limits)]
+                                                     for p, n in zip(prompts, limits, strict=True)]
