@@ -180,7 +180,8 @@ def test_grouped_admission_waits_for_free_slots_and_stays_lossless():
     gen.admit_min = 3
     prompts = random_prompts(7, seed=8)
     limits = [2, 9, 4, 12, 3, 6, 5]
-    ids = {gen.add_request(p, SamplingParams(max_new_tokens=n)): i for i, (p, n) in enumerate(zip(prompts, limits, strict=True))}
+    ids = {gen.add_request(p, SamplingParams(max_new_tokens=n)): i
+           for i, (p, n) in enumerate(zip(prompts, limits, strict=True))}
     calls, admit = [], gen._admit
 
     def spy():
