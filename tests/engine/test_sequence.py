@@ -64,3 +64,61 @@ def test_stop_token_and_limit():
     assert seq.extend([1, 2, 3, 4], speculative_step=True) == [1, 2, 3] and seq.finish_reason == "stop"
     seq = make(limit=2)
     assert seq.extend([1, 2, 3], speculative_step=True) == [1, 2] and seq.finish_reason == "length"
+
+
+def test_incremental_stream_equals_the_whole_decode_on_a_split_character():
+    seq = make()
+    pieces = []
+    for chunk in ([0, 26], [27, 1], [26], [27], [2, 26, 27, 3]):
+        seq.extend(chunk, speculative_step=True)
+        pieces.append(seq.text_delta())
+    assert pieces == ["a", "éb", "", "é", "céd"]
+    assert "".join(pieces) == seq.final_text()
+
+
+def test_incremental_stream_on_the_real_tokenizer_equals_the_whole_decode():
+    """SmolLM2's byte-level BPE: accents, CJK and emoji split over tokens, fed in uneven chunks."""
+    import pytest
+
+    try:
+        from transformers import AutoTokenizer
+
+        from dflashkit.models.loading import convert_gguf, embedded_gguf
+
+        tokenizer = AutoTokenizer.from_pretrained(str(convert_gguf(embedded_gguf())))
+    except Exception as exc:  # the data package is part of the test set-up; say so if it is missing
+        pytest.skip(f"SmolLM2 tokenizer unavailable: {exc}")
+    text = "Café crème, naïve — 東京タワー 🚀🎉 done.\n  def f(x):\treturn x ** 2  # ok ✓"
+    tokens = tokenizer.encode(text, add_special_tokens=False)
+    for sizes in ([1], [2, 3], [5, 1, 4], [16]):
+        seq = Sequence(id=0, prompt_ids=[0], params=SamplingParams(max_new_tokens=500), stop_ids=frozenset(),
+                       limit=500, tokenizer=tokenizer)
+        streamed, i, k = [], 0, 0
+        while i < len(tokens):
+            step = sizes[k % len(sizes)]
+            seq.extend(tokens[i:i + step], speculative_step=True)
+            streamed.append(seq.text_delta())
+            i, k = i + step, k + 1
+        assert all("\ufffd" not in piece for piece in streamed)
+        assert "".join(streamed) == tokenizer.decode(tokens, skip_special_tokens=True) == seq.final_text()
+
+
+def test_incremental_stream_keeps_sentencepiece_spaces():
+    """A Metaspace decoder drops the leading space of the first token it decodes: deltas must not."""
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "\u2581Hello": 1, "\u2581world": 2, "!": 3, "\u2581how": 4, "\u2581are": 5, "\u2581you": 6}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
+    tokens = [1, 2, 3, 4, 5, 6]
+    assert tokenizer.decode(tokens) == "Hello world! how are you" and tokenizer.decode([2]) == "world"
+    seq = Sequence(id=0, prompt_ids=[0], params=SamplingParams(max_new_tokens=50), stop_ids=frozenset(),
+                   limit=50, tokenizer=tokenizer)
+    streamed = []
+    for t in tokens:
+        seq.extend([t], speculative_step=True)
+        streamed.append(seq.text_delta())
+    assert streamed == ["Hello", " world", "!", " how", " are", " you"]
+    assert "".join(streamed) == seq.final_text()

@@ -64,6 +64,9 @@ class Sequence:
     t_first: float | None = None
     t_end: float | None = None
     _sent_chars: int = 0
+    _dec_prefix: int = 0  # incremental detokenisation: tokens [_dec_prefix, _dec_read) were last decoded
+    _dec_read: int = 0  # ... into text already sent, ending on a whole character
+    _dec_sent: int = 0  # chars past that text already sent while a split character was still arriving
     _stop_at: int | None = None  # char offset of a matched stop string
 
     @property
@@ -120,6 +123,8 @@ class Sequence:
         """New text since the last call, holding back a trailing partial UTF-8 char or stop-string prefix."""
         if self.tokenizer is None:
             return ""
+        if not self.params.stop:
+            return self._incremental_delta()
         text = self.final_text()
         end = len(text)
         if not self.finished:
@@ -134,6 +139,22 @@ class Sequence:
         delta = text[self._sent_chars:end]
         self._sent_chars = end
         return delta
+
+    def _incremental_delta(self) -> str:
+        """Decode only the tokens of the last delta and the new ones, so streaming costs O(new tokens) per
+        step instead of re-decoding the whole answer. Both windows start at the same token, which cancels
+        tokenizer effects at the window's edge (a SentencePiece leading space, bytes of a split character)."""
+        decode = self.tokenizer.decode
+        before = decode(self.generated[self._dec_prefix:self._dec_read], skip_special_tokens=True)
+        new = decode(self.generated[self._dec_prefix:], skip_special_tokens=True)[len(before):]
+        if not self.finished and new.endswith("\ufffd"):  # a character whose bytes are still arriving
+            out = new.rstrip("\ufffd")[self._dec_sent:]
+            self._dec_sent += len(out)
+        else:
+            out = new[self._dec_sent:]
+            self._dec_prefix, self._dec_read, self._dec_sent = self._dec_read, len(self.generated), 0
+        self._sent_chars += len(out)
+        return out
 
     def result(self) -> GenerationResult:
         end = self.t_end or time.perf_counter()
