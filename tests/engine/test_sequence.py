@@ -122,3 +122,21 @@ def test_incremental_stream_keeps_sentencepiece_spaces():
         streamed.append(seq.text_delta())
     assert streamed == ["Hello", " world", "!", " how", " are", " you"]
     assert "".join(streamed) == seq.final_text()
+
+
+def test_streamed_pieces_always_add_up_to_the_final_text():
+    """Random answers over a tiny alphabet (with split characters), random chunks, overlapping stop strings."""
+    import random
+
+    rng = random.Random(0)
+    for trial in range(300):
+        stop = [rng.choice(["ab", "bcb", "cc", "éa", "abcab"]) for _ in range(rng.randint(0, 2))] or None
+        seq = make(stop=stop, limit=rng.randint(3, 40))
+        streamed = []
+        while not seq.finished:
+            chunk = [rng.choice([0, 1, 2, 26, 27]) for _ in range(rng.randint(1, 5))]
+            seq.extend(chunk, speculative_step=True)
+            streamed.append(seq.text_delta())
+        text = "".join(streamed)
+        assert text == seq.final_text(), (trial, stop, streamed)
+        assert not any(s in text for s in stop or ()), (trial, stop, text)

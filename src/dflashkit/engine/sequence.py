@@ -12,6 +12,17 @@ from .sampling import SamplingParams
 _TAIL = 48  # tokens re-decoded when looking for a stop string that may span tokens
 
 
+def _stop_prefix_len(text: str, stops) -> int:
+    """Length of the longest end of `text` that is the beginning of a stop string (held back while streaming)."""
+    best = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:k]):
+                best = k
+                break
+    return best
+
+
 @dataclass
 class GenerationResult:
     token_ids: list[int]
@@ -66,7 +77,8 @@ class Sequence:
     _sent_chars: int = 0
     _dec_prefix: int = 0  # incremental detokenisation: tokens [_dec_prefix, _dec_read) were last decoded
     _dec_read: int = 0  # ... into text already sent, ending on a whole character
-    _dec_sent: int = 0  # chars past that text already sent while a split character was still arriving
+    _dec_sent: int = 0  # chars past that text already decoded while a split character was still arriving
+    _held: str = ""  # decoded text not yet sent: it may be the start of a stop string
     _stop_at: int | None = None  # char offset of a matched stop string
 
     @property
@@ -123,22 +135,14 @@ class Sequence:
         """New text since the last call, holding back a trailing partial UTF-8 char or stop-string prefix."""
         if self.tokenizer is None:
             return ""
-        if not self.params.stop:
-            return self._incremental_delta()
-        text = self.final_text()
-        end = len(text)
-        if not self.finished:
-            if text.endswith("\ufffd"):
-                end -= 1
-            for stop in self.params.stop or ():
-                for k in range(min(len(stop) - 1, end), 0, -1):
-                    if text[:end].endswith(stop[:k]):
-                        end -= k
-                        break
-        end = max(end, self._sent_chars)
-        delta = text[self._sent_chars:end]
-        self._sent_chars = end
-        return delta
+        if self.finished and self.params.stop:  # one whole decode at the end: the text is cut at the stop
+            out = self.final_text()[self._sent_chars:]
+        else:
+            out = self._held + self._incremental_delta()
+            keep = 0 if self.finished else _stop_prefix_len(out, self.params.stop or ())
+            out, self._held = out[:len(out) - keep], out[len(out) - keep:]
+        self._sent_chars += len(out)
+        return out
 
     def _incremental_delta(self) -> str:
         """Decode only the tokens of the last delta and the new ones, so streaming costs O(new tokens) per
@@ -150,10 +154,9 @@ class Sequence:
         if not self.finished and new.endswith("\ufffd"):  # a character whose bytes are still arriving
             out = new.rstrip("\ufffd")[self._dec_sent:]
             self._dec_sent += len(out)
-        else:
-            out = new[self._dec_sent:]
-            self._dec_prefix, self._dec_read, self._dec_sent = self._dec_read, len(self.generated), 0
-        self._sent_chars += len(out)
+            return out
+        out = new[self._dec_sent:]
+        self._dec_prefix, self._dec_read, self._dec_sent = self._dec_read, len(self.generated), 0
         return out
 
     def result(self) -> GenerationResult:
