@@ -1,15 +1,27 @@
 """Grouped-query attention with an arbitrary mask, without materialising repeated K/V heads.
 
-`F.scaled_dot_product_attention(..., enable_gqa=True)` with a mask falls back to the math kernel,
-which repeats K/V for every query head (at batch 32 and 2k context that is most of a decode step).
-Folding each group's query heads into the query-length axis keeps K/V as they are and lets the
-memory-efficient kernel take the mask.
+Two kernels, picked by shape:
+  * decode / verify (few query rows per K/V head): two batched matmuls and a softmax. The fused SDPA
+    kernels parallelise over (batch, head, query tile) only, so batch-1 decode runs on a handful of
+    SMs, each streaming the whole cache; a matmul over the keys splits the key axis across the GPU.
+  * prefill (many query rows): SDPA's memory-efficient kernel. `enable_gqa=True` with a mask falls back
+    to the math kernel, which repeats K/V for every query head, so each group's query heads are folded
+    into the query-length axis instead, keeping K/V as they are.
+`DFLASHKIT_ATTENTION=sdpa|matmul` forces one kernel (benchmarks compare them).
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch.nn import functional as F
+
+MATMUL_MAX_ROWS = 64  # query rows per K/V head (groups x tokens) up to which the matmul kernel is used
+
+
+def _mode() -> str:
+    return os.environ.get("DFLASHKIT_ATTENTION", "auto")
 
 
 def gqa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
@@ -17,10 +29,29 @@ def gqa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch
     """q [B, Hq, T, D], k/v [B, Hkv, S, D], mask [B, 1, T, S] (bool or additive) -> [B, Hq, T, D]."""
     b, hq, t, d = q.shape
     hkv = k.shape[1]
+    groups = hq // hkv
+    mode = _mode()
+    if mode == "matmul" or (mode == "auto" and groups * t <= MATMUL_MAX_ROWS and q.device.type == "cuda"):
+        return _matmul_attention(q, k, v, mask, scale)
     if hq == hkv:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-    groups = hq // hkv
     q = q.reshape(b, hkv, groups * t, d)  # query head h = kv head h // groups, as transformers' repeat_kv
     mask = mask.repeat(1, 1, groups, 1) if mask.shape[2] == t else mask
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     return out.reshape(b, hq, t, out.shape[-1])
+
+
+def _matmul_attention(q, k, v, mask, scale):
+    """Scores in fp32 (as the fused kernels accumulate), probabilities back in the value dtype."""
+    b, hq, t, d = q.shape
+    hkv = k.shape[1]
+    groups = hq // hkv
+    scale = scale if scale is not None else d ** -0.5
+    qg = q.reshape(b, hkv, groups * t, d)
+    acc = torch.promote_types(q.dtype, torch.float32)
+    scores = torch.matmul(qg, k.transpose(-1, -2)).to(acc) * scale  # [B, Hkv, G*T, S]
+    if mask.shape[2] == t and groups > 1:  # [B, 1, T, S] -> per folded row
+        mask = mask.repeat(1, 1, groups, 1)
+    scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    probs = scores.softmax(-1).to(v.dtype)
+    return torch.matmul(probs, v).reshape(b, hq, t, d)
