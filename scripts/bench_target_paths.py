@@ -1,6 +1,7 @@
 """Forward latency of the generic and fast target paths on one GPU (CUDA-graph replay, random weights).
 
     python scripts/bench_target_paths.py --shape qwen3-8b [--compile] --out OUT.json
+    python scripts/bench_target_paths.py --shape qwen3-8b --compile --fast-only --attention sdpa,matmul
 
 Both paths share one HF model (the fast path re-points its Linears at the fused weights), so the numbers
 compare the adapters alone. Also reports how far apart the two paths' logits and features are (relative to
@@ -15,6 +16,7 @@ import json
 import torch
 from bench_engine import graphed_latency_ms  # scripts/ is on sys.path when run as a script
 
+from dflashkit.models import attention
 from dflashkit.models.factory import make_target
 
 SHAPES = {
@@ -39,6 +41,8 @@ def main() -> int:
     p.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16])
     p.add_argument("--kv-len", type=int, default=1024)
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    p.add_argument("--attention", default="auto", help="comma list of attention kernels to time: auto,sdpa,matmul")
+    p.add_argument("--fast-only", action="store_true", help="time the fast path alone (no generic comparison)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -49,11 +53,12 @@ def main() -> int:
         config = AutoConfig.for_model(family, **shape)
         model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, args.dtype)).eval()
     fast = make_target(model, fast=True)
-    generic = make_target(model, fast=False)  # same weights: the HF Linears now view the fused tensors
+    generic = None if args.fast_only else make_target(model, fast=False)  # same weights (views of fused tensors)
+    targets = [t for t in (generic, fast) if t is not None]
     layer_ids = [1, shape["num_hidden_layers"] // 2, shape["num_hidden_layers"] - 3]
     record = {"shape": args.shape, "dtype": args.dtype, "compile": args.compile, "kv_len": args.kv_len,
               "device": torch.cuda.get_device_name()}
-    for target in (generic, fast):
+    for target in targets:
         target.allocate(max(args.batches), args.kv_len + 64)
         if args.compile:
             target.compile_layers()
@@ -65,10 +70,18 @@ def main() -> int:
             ids = layer_ids if t > 1 else None
             row = {}
             with torch.inference_mode():
-                for target in (generic, fast):
-                    step = lambda tg=target, x=tokens, q=pos, li=ids: tg.forward(x, q, kv_len=args.kv_len,
-                                                                              layer_ids=li)
-                    row[target.path] = round(graphed_latency_ms(step, iters=30), 3)
+                for kernel in args.attention.split(","):
+                    attention.MODE = kernel
+                    for target in targets:
+                        step = lambda tg=target, x=tokens, q=pos, li=ids: tg.forward(x, q, kv_len=args.kv_len,
+                                                                                  layer_ids=li)
+                        name = target.path if kernel == "auto" else f"{target.path}_{kernel}"
+                        row[name] = round(graphed_latency_ms(step, iters=30), 3)
+                attention.MODE = "auto"
+                if generic is None:
+                    record[f"b{b}_t{t}"] = row
+                    print(json.dumps({f"b{b}_t{t}": row}), flush=True)
+                    continue
                 (lg, fg), (lf, ff) = (tg.forward(tokens, pos, kv_len=args.kv_len, layer_ids=ids)
                                       for tg in (generic, fast))
             row["speedup"] = round(row["generic"] / row["fast"], 3)

@@ -30,6 +30,7 @@ def main() -> None:
     p.add_argument("--num-layers", type=int, default=3)
     p.add_argument("--max-len", type=int, default=1024)
     p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--kernels", type=int, default=0, help="also print the top-N GPU kernels of one step (torch.profiler)")
     args = p.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -65,11 +66,32 @@ def main() -> None:
                 if step >= 2:  # warm-up
                     for k, v in t.items():
                         times.setdefault(k, []).append(v * 1000)
+            if args.kernels and dev.type == "cuda":
+                _kernel_table(run, anchors, args.kernels)
             med = {k: round(statistics.median(v), 1) for k, v in times.items()}
             med["total"] = round(sum(med.values()), 1)
             drafted = bs * anchors * run.draft.block_size
             print(json.dumps({"batch": bs, "anchors": anchors, "ms": med, "peak_gb": _peak(dev),
                               "drafted_pos_per_s": round(drafted / med["total"] * 1000)}), flush=True)
+
+
+def _kernel_table(run, anchors: int, top: int) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    _, idx = run.plan.indices(0)
+    tokens, _, blocks = collate(run.data, idx, anchors, run.draft.block_size, run.draft.mask_token_id, 0)
+    dev = run.dev
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        feats = run.features(tokens.to(dev))
+        blocks = blocks.to(dev)
+        masks = layer_masks(run.draft, blocks.anchors, tokens.shape[1])
+        with run._autocast():
+            loss, _ = run.model(feats, blocks, masks)
+        loss.backward()
+        run.opt.step()
+        run.opt.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=top, max_name_column_width=60), flush=True)
 
 
 class _Laps:

@@ -22,7 +22,7 @@ def test_matmul_kernel_equals_sdpa(monkeypatch, hq, hkv, t, additive):
         mask = torch.zeros(mask.shape, dtype=q.dtype).masked_fill(~mask, float("-inf"))
     outs = {}
     for mode in ("sdpa", "matmul"):
-        monkeypatch.setenv("DFLASHKIT_ATTENTION", mode)
+        monkeypatch.setattr(attention, "MODE", mode)
         outs[mode] = attention.gqa_attention(q, k, v, mask if groups > 1 else mask[:, :, :t], 0.3)
     torch.testing.assert_close(outs["matmul"], outs["sdpa"], rtol=1e-10, atol=1e-10)
     # and against the definition, one query head at a time

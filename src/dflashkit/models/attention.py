@@ -7,7 +7,7 @@ Two kernels, picked by shape:
   * prefill (many query rows): SDPA's memory-efficient kernel. `enable_gqa=True` with a mask falls back
     to the math kernel, which repeats K/V for every query head, so each group's query heads are folded
     into the query-length axis instead, keeping K/V as they are.
-`DFLASHKIT_ATTENTION=sdpa|matmul` forces one kernel (benchmarks compare them).
+`DFLASHKIT_ATTENTION=sdpa|matmul` (or `attention.MODE`) forces one kernel (benchmarks compare them).
 """
 
 from __future__ import annotations
@@ -18,10 +18,7 @@ import torch
 from torch.nn import functional as F
 
 MATMUL_MAX_ROWS = 64  # query rows per K/V head (groups x tokens) up to which the matmul kernel is used
-
-
-def _mode() -> str:
-    return os.environ.get("DFLASHKIT_ATTENTION", "auto")
+MODE = os.environ.get("DFLASHKIT_ATTENTION", "auto")  # a module global: torch.compile guards on it
 
 
 def gqa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
@@ -30,7 +27,7 @@ def gqa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch
     b, hq, t, d = q.shape
     hkv = k.shape[1]
     groups = hq // hkv
-    mode = _mode()
+    mode = MODE
     if mode == "matmul" or (mode == "auto" and groups * t <= MATMUL_MAX_ROWS and q.device.type == "cuda"):
         return _matmul_attention(q, k, v, mask, scale)
     if hq == hkv:

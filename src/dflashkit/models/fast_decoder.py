@@ -10,6 +10,8 @@ model is held once and stays usable on its own.
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -162,6 +164,10 @@ class FastDecoderTarget(TargetBase):
 
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        if os.environ.get("DFLASHKIT_INDUCTOR_TUNING") == "1":  # experiment: tune kernel launch configs
+            import torch._inductor.config as inductor
+
+            inductor.coordinate_descent_tuning = True
         self._layer = torch.compile(decoder_layer, dynamic=False)
         self.compiled = True
 
