@@ -88,3 +88,25 @@ def test_time_budget_sizes_the_schedule_and_finishes(tiny_data, tmp_path):
     if summary["step"] >= 13:  # the first re-sizing point (a loaded CI machine may not get there)
         assert sized and summary["step"] <= sized[-1] < 100_000
     assert (tmp_path / "draft" / "model.safetensors").is_file()
+
+
+def test_shape_padding_changes_no_loss(tiny_data, tmp_path):
+    """Batches are padded to few distinct shapes (length x64, anchors x32); padding must carry no loss."""
+    from dflashkit.training.dataset import collate
+    from dflashkit.training.distributed import Dist
+    from dflashkit.training.forward import layer_masks
+    from dflashkit.training.trainer import _Run
+
+    data, model, tok = tiny_data
+    run = _Run(config(data, tmp_path, eval_num=0), Dist(device=torch.device("cpu")), (model, tok))
+    _, idx = run.plan.indices(0)
+    results = []
+    for lm, am in ((1, 1), (64, 32)):
+        tokens, _, blocks = collate(run.data, idx, 12, run.draft.block_size, run.draft.mask_token_id, 5,
+                                    length_multiple=lm, anchor_multiple=am)
+        with torch.no_grad():
+            loss, stats = run.model(run.features(tokens), blocks, layer_masks(run.draft, blocks.anchors, tokens.shape[1]))
+        results.append((tokens.shape, blocks.anchors.shape, float(loss), float(stats["tau"]), int(stats["blocks"])))
+    (shape0, a0, *vals0), (shape1, a1, *vals1) = results
+    assert shape1[1] % 64 == 0 and a1[1] % 12 == 0 and (shape1, a1) != (shape0, a0)  # anchors cap at --anchors
+    assert vals1 == pytest.approx(vals0, rel=1e-5)

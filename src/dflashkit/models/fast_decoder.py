@@ -164,7 +164,9 @@ class FastDecoderTarget(TargetBase):
 
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-        if os.environ.get("DFLASHKIT_INDUCTOR_TUNING") == "1":  # experiment: tune kernel launch configs
+        if os.environ.get("DFLASHKIT_INDUCTOR_TUNING", "1") == "1":
+            # tune the fused kernels' launch configs (as gpt-fast): Qwen3-8B shape, H100, batch 1,
+            # 6.59 -> 5.99 ms a forward; costs a little more compile time. DFLASHKIT_INDUCTOR_TUNING=0 skips it.
             import torch._inductor.config as inductor
 
             inductor.coordinate_descent_tuning = True

@@ -78,11 +78,15 @@ class BatchPlan:
 
 
 def collate(data: SequenceData, indices: list[int], max_anchors: int, block_size: int, mask_token_id: int,
-            seed: int) -> tuple[torch.Tensor, torch.Tensor, Blocks]:
-    """-> tokens [B, L] (right-padded), lengths [B], blocks. Anchors drawn from `seed` (deterministic)."""
+            seed: int, length_multiple: int = 64, anchor_multiple: int = 32) -> tuple[torch.Tensor, torch.Tensor, Blocks]:
+    """-> tokens [B, L] (right-padded), lengths [B], blocks. Anchors drawn from `seed` (deterministic).
+
+    L is padded to a multiple of `length_multiple` and the anchor count to a multiple of `anchor_multiple`
+    (padding anchors carry no loss): a few dozen distinct shapes for a whole run, so the GPU kernels that
+    plan per shape (cuDNN attention, autotuned matmuls) stop re-planning every step."""
     seqs = [data.items[i] for i in indices]
     lengths = torch.tensor([len(t) for t, _ in seqs])
-    width = int(lengths.max())
+    width = _round_up(int(lengths.max()), length_multiple)
     tokens = torch.zeros(len(seqs), width, dtype=torch.long)
     loss_mask = torch.zeros(len(seqs), width, dtype=torch.bool)
     for row, (tok, mask) in enumerate(seqs):
@@ -90,4 +94,12 @@ def collate(data: SequenceData, indices: list[int], max_anchors: int, block_size
         loss_mask[row, :len(mask)] = mask
     gen = torch.Generator().manual_seed(seed)
     anchors, valid = sample_anchors(loss_mask, lengths, max_anchors, gen)
+    extra = min(_round_up(anchors.shape[1], anchor_multiple), max(max_anchors, anchors.shape[1])) - anchors.shape[1]
+    if extra > 0:
+        anchors = torch.cat([anchors, anchors.new_zeros(anchors.shape[0], extra)], dim=1)
+        valid = torch.cat([valid, valid.new_zeros(valid.shape[0], extra)], dim=1)
     return tokens, lengths, make_blocks(tokens, loss_mask, lengths, anchors, valid, block_size, mask_token_id)
+
+
+def _round_up(x: int, k: int) -> int:
+    return -(-x // max(1, k)) * max(1, k)

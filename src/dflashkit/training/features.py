@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .forward import planned_attention_off
+
 
 class TargetFeatures:
     """A plain transformers causal LM (not the engine's wrapped copy), frozen, in eval mode."""
@@ -25,5 +27,6 @@ class TargetFeatures:
     @torch.no_grad()
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         # tokens [B, L] -> features [B, L, len(layer_ids) * hidden]
-        out = self.model(input_ids=tokens, output_hidden_states=True, use_cache=False, logits_to_keep=1)
+        with planned_attention_off():
+            out = self.model(input_ids=tokens, output_hidden_states=True, use_cache=False, logits_to_keep=1)
         return torch.cat([out.hidden_states[i + 1] for i in self.layer_ids], dim=-1)

@@ -7,12 +7,24 @@ the query heads before attention: SDPA with both `enable_gqa` and a mask falls b
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch.nn import functional as F
 
 from ..models.drafter import DFlashDraft
 from ..models.layers import apply_rope
 from .blocks import block_attention_mask
+
+
+def planned_attention_off():
+    """SDPA without the cuDNN backend: it builds an execution plan per new shape (tens of ms on the host),
+    and training shapes change every step. Flash / memory-efficient kernels need no plan."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # older torch: nothing to switch off
+        return contextlib.nullcontext()
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 def layer_masks(draft: DFlashDraft, anchors: torch.Tensor, context_len: int) -> list[torch.Tensor]:

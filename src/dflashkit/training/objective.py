@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from ..models.drafter import DFlashDraft
 from .blocks import Blocks
-from .forward import draft_blocks
+from .forward import draft_blocks, planned_attention_off
 
 
 def default_gamma(block_size: int) -> float:
@@ -49,7 +49,8 @@ class BlockObjective(nn.Module):
         ctx_kv = draft.context_kv(ctx, ctx_pos)
         # fp32 residual stream (matmuls still run in bf16 under autocast)
         noise = F.embedding(blocks.input_ids, self.frozen["embed"]).float() * draft.config.input_embedding_scale
-        hidden = draft_blocks(draft, noise, blocks.positions, ctx_kv, masks)  # [B, Q, hidden]
+        with planned_attention_off():
+            hidden = draft_blocks(draft, noise, blocks.positions, ctx_kv, masks)  # [B, Q, hidden]
         sel = blocks.label_mask
         logits = draft.logits(hidden[sel], self.frozen["head"])  # [N, vocab], N = labelled slots only
         labels = blocks.labels[sel]
@@ -68,6 +69,8 @@ def block_stats(correct: torch.Tensor, sel: torch.Tensor, block_size: int) -> di
     """Top-1 accuracy and the acceptance length greedy verification would give these blocks.
 
     correct [N] over labelled slots; sel [B, A*T]. A block accepts its leading run of correct drafts.
+    `tau` averages that over anchors (every position weighs the same); the engine's tau is lower, since it
+    crosses easy stretches in few steps: on unseen answers it lay between `tau_h` (harmonic mean) and `tau`.
     """
     full = torch.zeros(sel.shape, dtype=torch.bool, device=sel.device)
     full[sel] = correct
@@ -78,5 +81,6 @@ def block_stats(correct: torch.Tensor, sel: torch.Tensor, block_size: int) -> di
     acc_k = (per_block.float().sum((0, 1)) /
              sel.view(sel.shape[0], -1, block_size)[:, :, 1:].float().sum((0, 1)).clamp(min=1))
     return {"acc": correct.float().mean() if correct.numel() else correct.float().sum(),
-            "tau": 1.0 + (run * has).sum() / n, "acc_k": acc_k, "blocks": has.sum()}
+            "tau": 1.0 + (run * has).sum() / n, "tau_h": n / (has / (1.0 + run)).sum().clamp(min=1e-6),
+            "acc_k": acc_k, "blocks": has.sum()}
 
