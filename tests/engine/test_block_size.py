@@ -86,3 +86,21 @@ def test_deferred_absorption_gives_the_drafter_the_same_context():
     for a, b in zip(runs[True][1], runs[False][1], strict=True):
         assert a.shape == b.shape
         assert (a - b).abs().max().item() < 1e-9
+
+
+def test_a_slow_outlier_step_does_not_lock_in_a_small_block():
+    """A compile or graph capture in the middle of a run (new cache length) must not make a block look slow."""
+    c = BlockSizeController(16)
+    for depth in range(1, 16):
+        c.trials[depth], c.hits[depth] = 1e9, 0.9e9
+    for b in c.candidates:
+        for _ in range(3):
+            c.observe(1, b, 1.0 + 0.001 * b, [])
+    c.steps = 1
+    assert c.choose(1) == 16
+    c.observe(1, 16, None, [2])  # the step that compiled: acceptance counts, its time does not
+    assert c.choose(1) == 16
+    c.observe(1, 16, 500.0, [])  # an untagged outlier still hurts...
+    assert c.choose(1) != 16
+    c.observe(1, 16, 1.1, [])  # ...until the next typical sample, which replaces it
+    assert c.choose(1) == 16

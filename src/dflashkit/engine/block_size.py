@@ -48,14 +48,22 @@ class BlockSizeController:
             total += survive
         return total
 
-    def observe(self, rows: int, block: int, seconds: float, acceptance_lengths: list[int]) -> None:
+    def observe(self, rows: int, block: int, seconds: float | None, acceptance_lengths: list[int]) -> None:
+        """`seconds=None`: the step's time is not typical (it compiled or captured a graph), count acceptance only.
+
+        A compiled step of a new cache length takes seconds; averaged in, it would make that block look
+        slow for thousands of steps (it is only revisited now and then). So such steps are skipped, and a
+        sample under half the estimate replaces it outright."""
         key = (rows, block)
-        self.seen[key] += 1
-        if self.seen[key] <= 2:  # the first calls of a shape run eagerly / capture a CUDA graph: not typical
-            if self.seen[key] == 2:
+        if seconds is not None:
+            self.seen[key] += 1
+            if self.seen[key] <= 2:  # the first calls of a shape run eagerly / capture a CUDA graph: not typical
+                if self.seen[key] == 2:
+                    self.step_time[key] = seconds
+            elif seconds < 0.5 * self.step_time[key]:
                 self.step_time[key] = seconds
-        else:
-            self.step_time[key] = 0.8 * self.step_time[key] + 0.2 * seconds
+            else:
+                self.step_time[key] = 0.8 * self.step_time[key] + 0.2 * seconds
         for length in acceptance_lengths:  # length = accepted drafts + 1
             for depth in range(1, min(length, block)):
                 self.trials[depth] += 1

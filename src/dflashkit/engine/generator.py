@@ -229,8 +229,9 @@ class Generator:
                 kept = seq.extend(host[i][1:1 + host[i][0] + 1], speculative_step=self.speculative)
                 lengths.append(len(kept))
                 updates.append(self._update(seq, kept))
-            if self.speculative:
-                self.controller.observe(rows, size, time.perf_counter() - t0, lengths)
+            if self.speculative:  # steps that compiled or captured a graph say nothing about step cost
+                seconds = time.perf_counter() - t0 if self.graphs.replayed or self.profile is not None else None
+                self.controller.observe(rows, size, seconds, lengths)
             self.last_block_size = size
         for seq in [s for s in self.slots if s is not None and s.finished]:
             self._release(seq)

@@ -18,8 +18,10 @@ class GraphCache:
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, object]] = {}
         self.seen: set[tuple] = set()
         self.pool = None
+        self.replayed = True  # did the last run() replay a recorded graph (a typical, timeable step)?
 
     def run(self, key: tuple, body: Callable[[], object]) -> object:
+        self.replayed = not self.enabled or key in self.graphs
         if not self.enabled:
             return body()
         if key in self.graphs:
