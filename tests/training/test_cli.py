@@ -32,5 +32,8 @@ def test_unknown_json_keys_are_named(tmp_path):
 def test_datagen_and_eval_parse():
     args = build_parser().parse_args(["datagen", "--out", "x", "--max-prompts", "10", "--turns", "2"])
     assert args.max_prompts == 10 and args.turns == 2 and args.prompts == "sharegpt"
+    assert args.sample_seed is None
+    args = build_parser().parse_args(["datagen", "--out", "x", "--temperature", "0.8", "--sample-seed", "3"])
+    assert args.sample_seed == 3 and args.seed == 0
     args = build_parser().parse_args(["eval", "--draft", "d", "--dataset", "humaneval", "--dataset", "p.jsonl"])
     assert args.dataset == ["humaneval", "p.jsonl"] and args.max_new_tokens == 256

@@ -29,6 +29,8 @@ def register(sub) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0, help="prompt shuffle (and sampling) seed")
+    p.add_argument("--sample-seed", type=int, default=None,
+                   help="sampling seed alone (default: --seed): more answers to the same prompts, same held-out split")
     p.add_argument("--time-budget-s", type=float, default=None, help="stop after this long, keeping finished work")
     p.add_argument("--keep-benchmarks", action="store_true",
                    help="do not drop prompts that overlap HumanEval / MT-Bench (default: drop them)")
@@ -52,6 +54,10 @@ def run(args) -> int:
                 "max_new_tokens": args.max_new_tokens,
                 "max_prompt_tokens": args.max_prompt_tokens, "temperature": args.temperature, "top_p": args.top_p,
                 "seed": args.seed, "shard_size": args.shard_size, "heldout": args.heldout}
+    if args.sample_seed is not None:
+        if args.temperature <= 0:
+            raise ConfigError("--sample-seed needs --temperature > 0 (greedy answers are the same for every seed)")
+        settings["sample_seed"] = args.sample_seed
     _check_same_settings(out / "datagen.json", settings, ConfigError)
     exclude = [] if args.keep_benchmarks else benchmark_prompts()
     limit = None if args.max_prompts is None else args.max_prompts + args.heldout
@@ -67,7 +73,8 @@ def run(args) -> int:
                     max_length=args.max_prompt_tokens + args.max_new_tokens + 8, speculative=False,
                     compile=args.compile)
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                            seed=args.seed if args.temperature > 0 else None)
+                            seed=(args.seed if args.sample_seed is None else args.sample_seed)
+                            if args.temperature > 0 else None)
     print(f"datagen: {len(convs)} conversations ({len(exclude)} benchmark prompts excluded, {len(heldout)} held out) "
           f"-> {out}", file=sys.stderr)
     stats = run_datagen(gen, convs, out, lambda m: chat_prompt(tokenizer, m), params, shard_size=args.shard_size,
