@@ -26,32 +26,24 @@ MODE = os.environ.get("DFLASHKIT_ATTENTION", "auto")  # a module global: torch.c
 
 def gqa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
                   scale: float | None = None) -> torch.Tensor:
-    """q [B, Hq, T, D], k/v [B, Hkv, S, D], mask [B, 1, T, S] (bool or additive) -> [B, Hq, T, D]."""
+    """q [B, Hq, T, D], k/v [B, Hkv, S, D], mask [B, 1, T, S] or [B, 1, G*T, S] (bool or additive) -> [B, Hq, T, D]."""
     b, hq, t, d = q.shape
     hkv = k.shape[1]
     groups = hq // hkv
-    mode = MODE
-    if mode == "matmul" or (mode == "auto" and b * groups * t <= MATMUL_MAX_ROWS and q.device.type == "cuda"):
-        return _matmul_attention(q, k, v, mask, scale)
-    if hq == hkv:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     q = q.reshape(b, hkv, groups * t, d)  # query head h = kv head h // groups, as transformers' repeat_kv
-    mask = mask.repeat(1, 1, groups, 1) if mask.shape[2] == t else mask
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-    return out.reshape(b, hq, t, out.shape[-1])
+    if groups > 1 and mask.shape[2] == t:
+        mask = mask.repeat(1, 1, groups, 1)
+    if MODE == "matmul" or (MODE == "auto" and b * groups * t <= MATMUL_MAX_ROWS and q.device.type == "cuda"):
+        out = _matmul_attention(q, k, v, mask, scale)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    return out.reshape(b, hq, t, d)
 
 
 def _matmul_attention(q, k, v, mask, scale):
-    """Scores in fp32 (as the fused kernels accumulate), probabilities back in the value dtype."""
-    b, hq, t, d = q.shape
-    hkv = k.shape[1]
-    groups = hq // hkv
-    scale = scale if scale is not None else d ** -0.5
-    qg = q.reshape(b, hkv, groups * t, d)
+    """Folded q [B, Hkv, R, D]. Softmax in fp32 (at least); scores come out of the matmul in the input dtype."""
+    scale = scale if scale is not None else q.shape[-1] ** -0.5
     acc = torch.promote_types(q.dtype, torch.float32)
-    scores = torch.matmul(qg, k.transpose(-1, -2)).to(acc) * scale  # [B, Hkv, G*T, S]
-    if mask.shape[2] == t and groups > 1:  # [B, 1, T, S] -> per folded row
-        mask = mask.repeat(1, 1, groups, 1)
+    scores = torch.matmul(q, k.transpose(-1, -2)).to(acc) * scale  # [B, Hkv, R, S]
     scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
-    probs = scores.softmax(-1).to(v.dtype)
-    return torch.matmul(probs, v).reshape(b, hq, t, d)
+    return torch.matmul(scores.softmax(-1).to(v.dtype), v)

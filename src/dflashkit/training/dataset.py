@@ -78,7 +78,8 @@ class BatchPlan:
 
 
 def collate(data: SequenceData, indices: list[int], max_anchors: int, block_size: int, mask_token_id: int,
-            seed: int, length_multiple: int = 64, anchor_multiple: int = 32) -> tuple[torch.Tensor, torch.Tensor, Blocks]:
+            seed: int, length_multiple: int = 64,
+            anchor_multiple: int = 32) -> tuple[torch.Tensor, torch.Tensor, Blocks]:
     """-> tokens [B, L] (right-padded), lengths [B], blocks. Anchors drawn from `seed` (deterministic).
 
     L is padded to a multiple of `length_multiple` and the anchor count to a multiple of `anchor_multiple`
@@ -94,7 +95,7 @@ def collate(data: SequenceData, indices: list[int], max_anchors: int, block_size
         loss_mask[row, :len(mask)] = mask
     gen = torch.Generator().manual_seed(seed)
     anchors, valid = sample_anchors(loss_mask, lengths, max_anchors, gen)
-    extra = min(_round_up(anchors.shape[1], anchor_multiple), max(max_anchors, anchors.shape[1])) - anchors.shape[1]
+    extra = min(_round_up(anchors.shape[1], anchor_multiple), max_anchors) - anchors.shape[1]  # A <= max_anchors
     if extra > 0:
         anchors = torch.cat([anchors, anchors.new_zeros(anchors.shape[0], extra)], dim=1)
         valid = torch.cat([valid, valid.new_zeros(valid.shape[0], extra)], dim=1)
