@@ -201,3 +201,19 @@ def test_grouped_admission_waits_for_free_slots_and_stays_lossless():
     assert any(0 < free < 3 and waiting > free and n == 0 for free, waiting, n in calls)  # it did wait
     assert [done[i] for i in range(len(prompts))] == [reference_greedy(reference, p, n)
                                                      for p, n in zip(prompts, limits, strict=True)]
+
+
+@pytest.mark.parametrize("kernel", ["matmul", "sdpa"])
+def test_greedy_equals_autoregressive_with_either_attention_kernel(family_target, kernel, monkeypatch):
+    """The GPU picks the matmul kernel for decode/verify shapes: forced here on CPU, output stays exact."""
+    from dflashkit.models import attention
+
+    monkeypatch.setattr(attention, "MODE", kernel)
+    family, target, reference = family_target
+    gen = Generator(target, random_draft(target, num_layers=2, seed=7), block_size=8, max_batch=3, max_length=128)
+    prompts = random_prompts(3, seed=11)
+    gen.set_oracle(5)
+    expected = [reference_greedy(reference, p, 24) for p in prompts]
+    results = gen.generate(prompts, SamplingParams(max_new_tokens=24), references=expected)
+    for want, got in zip(expected, results, strict=True):
+        assert got.token_ids == want, (family, kernel)
