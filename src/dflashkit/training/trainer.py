@@ -205,6 +205,7 @@ class _Run:
                 summary["eval"] = self.probe(self.draft)
             self.log.write(event="done", **summary)
             self.log.close()
+        self.env.barrier()  # ranks leave together: tearing gloo down while rank 0 still exports aborts the peer
         return summary
 
     def _tau_probe(self):
