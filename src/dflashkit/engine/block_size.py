@@ -13,7 +13,8 @@ from collections import defaultdict
 
 
 class BlockSizeController:
-    EXPLORE_EVERY = 16  # steps between visits to the largest block, to keep learning deep acceptance
+    EXPLORE_EVERY = 16  # at most this often, a step tries the next larger block than the best one
+    EXPLORE_COST = 0.02  # ... and less often where that step costs more: about 2% of time goes to exploring
     PRIOR_RATE, PRIOR_WEIGHT = 0.7, 4.0  # optimistic prior so untried depths get tried
 
     def __init__(self, max_block: int, fixed: int | None = None):
@@ -34,9 +35,15 @@ class BlockSizeController:
         if untimed:
             return untimed[-1]
         best = max(self.candidates, key=lambda b: self.expected_tokens(b) / self.step_time[(rows, b)])
-        # revisit the largest block now and then to keep learning deep acceptance; rarely when drafts lose
-        every = self.EXPLORE_EVERY if best > 1 else 4 * self.EXPLORE_EVERY
-        return self.max_block if self.steps % every == 0 else best
+        bigger = [b for b in self.candidates if b > best]
+        if not bigger:
+            return best
+        # now and then try the next larger block, to keep learning the acceptance one level deeper; as often
+        # as its extra cost allows (a CPU's 16-token verify costs ~3x a 4-token one; a GPU's about the same)
+        nxt = bigger[0]
+        extra = self.step_time[(rows, nxt)] / self.step_time[(rows, best)] - 1.0
+        every = max(self.EXPLORE_EVERY, round(extra / self.EXPLORE_COST))
+        return nxt if self.steps % every == 0 else best
 
     def rate(self, depth: int) -> float:
         return (self.hits[depth] + self.PRIOR_RATE * self.PRIOR_WEIGHT) / (self.trials[depth] + self.PRIOR_WEIGHT)

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..config import DraftConfig
 from ..errors import ConfigError
 from .attention import gqa_attention
 from .layers import RMSNorm, Rotary, SwiGLU, apply_rope
+from .linear import Linear, linear
 
 SAFETENSORS_NAME = "model.safetensors"
 
@@ -29,10 +29,10 @@ class DraftAttention(nn.Module):
         h, d = config.hidden_size, config.head_dim
         self.n_heads, self.n_kv, self.head_dim = config.num_attention_heads, config.num_key_value_heads, d
         bias = config.attention_bias
-        self.q_proj = nn.Linear(h, self.n_heads * d, bias=bias)
-        self.k_proj = nn.Linear(h, self.n_kv * d, bias=bias)
-        self.v_proj = nn.Linear(h, self.n_kv * d, bias=bias)
-        self.o_proj = nn.Linear(self.n_heads * d, h, bias=bias)
+        self.q_proj = Linear(h, self.n_heads * d, bias=bias)
+        self.k_proj = Linear(h, self.n_kv * d, bias=bias)
+        self.v_proj = Linear(h, self.n_kv * d, bias=bias)
+        self.o_proj = Linear(self.n_heads * d, h, bias=bias)
         self.q_norm = RMSNorm(d, config.rms_norm_eps)
         self.k_norm = RMSNorm(d, config.rms_norm_eps)
 
@@ -97,7 +97,7 @@ class DFlashDraft(nn.Module):
         super().__init__()
         self.config = config
         self.layers = nn.ModuleList(DraftLayer(config, i) for i in range(config.num_hidden_layers))
-        self.fc = nn.Linear(len(config.target_layer_ids) * config.hidden_size, config.hidden_size, bias=False)
+        self.fc = Linear(len(config.target_layer_ids) * config.hidden_size, config.hidden_size, bias=False)
         self.hidden_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary = Rotary(config)
@@ -157,7 +157,7 @@ class DFlashDraft(nn.Module):
 
     def logits(self, hidden: torch.Tensor, lm_head_weight: torch.Tensor) -> torch.Tensor:
         """Target LM head, then the drafter's own output multiplier and softcap (published config fields)."""
-        logits = F.linear(hidden, lm_head_weight)
+        logits = linear(hidden, lm_head_weight)
         if self.config.output_multiplier != 1.0:
             logits = logits * self.config.output_multiplier
         cap = self.config.final_logit_softcapping

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from ..errors import ConfigError
 from .attention import gqa_attention
+from .linear import linear
 from .target import TargetBase
 
 # model_type -> the HF class whose forward this path reproduces (a subclass may change it: refused)
@@ -82,7 +83,7 @@ def decoder_layer(x, weights, cos, sin, mask, k_cache, v_cache, rows, positions,
     heads, kv_heads, dim, eps, qk_eps, scale, act = spec
     b, t, _ = x.shape
     h = rms_norm(x, ln1, eps)
-    q, k, v = F.linear(h, wqkv, bqkv).split([heads * dim, kv_heads * dim, kv_heads * dim], dim=-1)
+    q, k, v = linear(h, wqkv, bqkv).split([heads * dim, kv_heads * dim, kv_heads * dim], dim=-1)
     q, k, v = q.view(b, t, heads, dim), k.view(b, t, kv_heads, dim), v.view(b, t, kv_heads, dim)
     if q_norm is not None:  # Qwen3: per-head RMSNorm before RoPE
         q, k = rms_norm(q, q_norm, qk_eps), rms_norm(k, k_norm, qk_eps)
@@ -91,9 +92,9 @@ def decoder_layer(x, weights, cos, sin, mask, k_cache, v_cache, rows, positions,
     v_cache[rows, :, positions] = v.to(v_cache.dtype)
     keys, values = k_cache[kv_index, :, :kv_len], v_cache[kv_index, :, :kv_len]
     out = gqa_attention(q.transpose(1, 2), keys, values, mask, scale)  # [b, H, T, D]
-    x = x + F.linear(out.transpose(1, 2).reshape(b, t, heads * dim), wo, bo)
-    gate, up = F.linear(rms_norm(x, ln2, eps), wgu, bgu).chunk(2, dim=-1)
-    return x + F.linear(act(gate) * up, wd, bd)
+    x = x + linear(out.transpose(1, 2).reshape(b, t, heads * dim), wo, bo)
+    gate, up = linear(rms_norm(x, ln2, eps), wgu, bgu).chunk(2, dim=-1)
+    return x + linear(act(gate) * up, wd, bd)
 
 
 def _fuse(module: nn.Module, names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -218,4 +219,4 @@ class FastDecoderTarget(TargetBase):
             x = x[:, -logits_to_keep:] if logits_to_keep else x
         else:
             x = x[:, logits_to_keep]
-        return F.linear(x, self.lm_head_weight, self._head_bias), features
+        return linear(x, self.lm_head_weight, self._head_bias), features
