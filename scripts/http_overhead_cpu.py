@@ -1,7 +1,7 @@
 """Host overhead of the HTTP server vs the engine alone, on CPU.
 
 A tiny random Llama with SmolLM2's tokenizer keeps model time small, so the server's per-step host work
-shows. Greedy, one request at a time; the openai client runs in this process too and adds its own share.
+shows. Greedy, one request at a time; the openai client runs in a process of its own.
 Not a test: prints medians of 5 runs.
 
     python scripts/http_overhead_cpu.py [NEW_TOKENS]
@@ -10,6 +10,7 @@ Not a test: prints medians of 5 runs.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import statistics
 import sys
@@ -22,7 +23,6 @@ sys.path[:0] = [os.path.join(ROOT, "tests"), os.path.join(ROOT, "tests", "servin
 
 
 def main() -> None:
-    from openai import OpenAI
     from serving_harness import live_server
     from tiny_models import tiny_hf
     from transformers import AutoTokenizer
@@ -39,40 +39,49 @@ def main() -> None:
     prompt = gen.chat_prompt([{"role": "user", "content": "Write a long story about a robot."}])
     params = SamplingParams(max_new_tokens=new, ignore_eos=True)
 
-    def rate(fn) -> float:
-        fn()  # warm-up
-        runs = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            runs.append(fn() / (time.perf_counter() - t0))
-        return statistics.median(runs)
-
     def stream_engine() -> int:
         return sum(len(u.token_ids) for u in gen.stream(prompt, params))
 
     out = {"tokens": new,
-           "engine_generate_tok_s": rate(lambda: gen.generate([prompt], params)[0].completion_tokens),
-           "engine_stream_tok_s": rate(stream_engine)}
-    with live_server(gen) as (url, _):
-        client = OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+           "engine_generate_tok_s": _rate(lambda: gen.generate([prompt], params)[0].completion_tokens),
+           "engine_stream_tok_s": _rate(stream_engine)}
+    with live_server(gen) as (url, _), multiprocessing.get_context("spawn").Pool(1) as client:
+        # the client runs in its own process, as a real one does (in-process it would compete for the GIL)
         text = tok.decode(prompt)
-
-        def http(stream: bool) -> int:
-            if not stream:
-                return client.completions.create(model="tiny", prompt=text, max_tokens=new,
-                                                 temperature=0).usage.completion_tokens
-            n = 0
-            for chunk in client.completions.create(model="tiny", prompt=text, max_tokens=new, temperature=0,
-                                                   stream=True, stream_options={"include_usage": True}):
-                n = chunk.usage.completion_tokens if chunk.usage else n
-            return n
-
-        out["http_stream_tok_s"] = rate(lambda: http(True))
-        out["http_whole_answer_tok_s"] = rate(lambda: http(False))
+        out["http_stream_tok_s"] = client.apply(_client_rate, (url, text, new, True))
+        out["http_whole_answer_tok_s"] = client.apply(_client_rate, (url, text, new, False))
     base = out["engine_generate_tok_s"]
     for key in ("http_stream_tok_s", "http_whole_answer_tok_s"):
         out[key.replace("_tok_s", "_overhead_pct")] = round(100 * (1 - out[key] / base), 1)
     print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in out.items()}))
+
+
+def _rate(fn) -> float:
+    """Median tokens/s of 5 timed calls after one warm-up; `fn` returns the tokens it generated."""
+    fn()
+    runs = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        runs.append(fn() / (time.perf_counter() - t0))
+    return statistics.median(runs)
+
+
+def _client_rate(url: str, text: str, new: int, stream: bool) -> float:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+
+    def http() -> int:
+        if not stream:
+            return client.completions.create(model="tiny", prompt=text, max_tokens=new,
+                                             temperature=0).usage.completion_tokens
+        n = 0
+        for chunk in client.completions.create(model="tiny", prompt=text, max_tokens=new, temperature=0,
+                                               stream=True, stream_options={"include_usage": True}):
+            n = chunk.usage.completion_tokens if chunk.usage else n
+        return n
+
+    return _rate(http)
 
 
 if __name__ == "__main__":

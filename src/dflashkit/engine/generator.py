@@ -143,10 +143,11 @@ class Generator:
         self.oracle_force = force and tau is not None
 
     def add_request(self, prompt_ids: list[int], params: SamplingParams | None = None,
-                    reference: list[int] | None = None) -> int:
+                    reference: list[int] | None = None, stream_text: bool = True) -> int:
         """Queue a request; it joins the batch at the next step with a free slot. Returns its id.
 
-        `reference`: the expected continuation, only used in oracle mode (`set_oracle`)."""
+        `reference`: the expected continuation, only used in oracle mode (`set_oracle`).
+        `stream_text=False`: its updates carry no text (the result has it all): saves a detokenisation per step."""
         params = params or SamplingParams()
         params.validate()
         if not prompt_ids:
@@ -162,7 +163,7 @@ class Generator:
                        stop_ids=frozenset(() if params.ignore_eos else stop_ids),
                        limit=min(params.max_new_tokens, self.max_length - len(prompt_ids)),
                        tokenizer=self.tokenizer)
-        seq.reference = reference
+        seq.reference, seq.stream_text = reference, stream_text
         if params.seed is not None:
             seq.generator = torch.Generator(device=self.device).manual_seed(params.seed)
         self.sequences[seq.id] = seq
@@ -238,7 +239,7 @@ class Generator:
         return updates
 
     def _update(self, seq: Sequence, kept: list[int]) -> Update:
-        text = seq.text_delta() if self.emit_text else ""  # detokenising costs host time every step
+        text = seq.text_delta() if self.emit_text and seq.stream_text else ""  # detokenising costs host time
         return Update(seq.id, kept, text, seq.finished, seq.finish_reason)
 
     def _admit(self) -> list[Update]:

@@ -71,6 +71,7 @@ class Sequence:
     finish_reason: str | None = None
     generator: torch.Generator | None = None
     reference: list[int] | None = None  # oracle mode: the continuation the drafts replay
+    stream_text: bool = True  # Update.text per step; False: the text only at the end (detokenising costs host time)
     t_submit: float = field(default_factory=time.perf_counter)
     t_first: float | None = None
     t_end: float | None = None

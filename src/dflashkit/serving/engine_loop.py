@@ -52,6 +52,15 @@ class Handle:
         self.closed = event.kind in ("done", "error")
         return event
 
+    def poll(self) -> Event | None:
+        """The next event if one is already waiting, else None."""
+        try:
+            event = self.events.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+        self.closed = event.kind in ("done", "error")
+        return event
+
     def cancel(self) -> None:
         """Free the slot at the next step boundary (the client left); a no-op once the answer is complete."""
         if not self.closed:
@@ -136,7 +145,7 @@ class EngineLoop:
     def _add(self, h: Handle) -> None:
         try:
             ids, params = plan(self.gen, h.request)
-            h.seq_id = self.gen.add_request(ids, params)
+            h.seq_id = self.gen.add_request(ids, params, stream_text=h.request.stream)
         except APIError as exc:
             return self._fail(h, exc)
         except DFlashError as exc:

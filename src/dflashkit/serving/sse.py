@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from starlette.responses import StreamingResponse
 
-from .engine_loop import Handle
+from .engine_loop import Event, Handle
 from .responses import Reply, dflash_stats
 
 DONE = b"data: [DONE]\n\n"
@@ -26,9 +26,13 @@ async def stream_events(handle: Handle, reply: Reply, include_usage: bool) -> As
         yield frame(reply.chunk(role=True, with_usage_field=include_usage))
     while True:
         event = await handle.next()
-        if event.kind == "delta" and event.text:
-            yield frame(reply.chunk(event.text, with_usage_field=include_usage))
-        elif event.kind == "done":
+        if event.kind == "delta":
+            text, event = _pile(handle, event.text)
+            if text:
+                yield frame(reply.chunk(text, with_usage_field=include_usage))
+            if event is None:
+                continue
+        if event.kind == "done":
             last = reply.chunk(finish_reason=event.result.finish_reason, with_usage_field=include_usage)
             last["dflash"] = dflash_stats(event.result)
             yield frame(last)
@@ -39,6 +43,17 @@ async def stream_events(handle: Handle, reply: Reply, include_usage: bool) -> As
             yield frame(event.error.body())
             break
     yield DONE
+
+
+def _pile(handle: Handle, text: str) -> tuple[str, Event | None]:
+    """Join the deltas that piled up while this stream was busy into one frame: when the HTTP side falls
+    behind the engine (many streams, a slow client), it sends fewer, larger frames instead of lagging more.
+    Returns the text and the first non-delta event met, if any."""
+    while (event := handle.poll()) is not None:
+        if event.kind != "delta":
+            return text, event
+        text += event.text
+    return text, None
 
 
 class EngineStream(StreamingResponse):
