@@ -141,7 +141,6 @@ def test_make_target_chooses_and_explains():
         assert make_target(_model(variant)).path == "fast"
     assert make_target(_model("llama"), fast=False).path == "generic"
     refused = {
-        "gemma3": (tiny_hf("gemma3"), "model_type 'gemma3_text'"),
         "mistral-window": (tiny_hf("mistral", sliding_window=16), "sliding-window"),
         "qwen2-window": (tiny_hf("qwen2", use_sliding_window=True, sliding_window=16, max_window_layers=2),
                          "sliding-window"),

@@ -10,7 +10,8 @@ from collections import Counter
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """Options shared by every command that loads a target and a drafter."""
-    p.add_argument("--model", default=None, help="target: hub id, local dir or .gguf (default: embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--model", default=None,
+                   help="target: hub id, local dir or .gguf (default: embedded SmolLM2-135M-Instruct)")
     p.add_argument("--draft", default=None, help="drafter: hub id or local dir; 'random' for an untrained one "
                    "(default: the shipped drafter of the default model)")
     p.add_argument("--device", default=None, help="cuda, cpu, cuda:1 ... (default: cuda if available)")

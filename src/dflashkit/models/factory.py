@@ -6,6 +6,7 @@ from torch import nn
 
 from ..config import DraftConfig
 from ..errors import ConfigError
+from . import fast_gemma
 from .drafter import DFlashDraft
 from .fast_decoder import FastDecoderTarget, unsupported_reason
 from .loading import pick_mask_token
@@ -13,7 +14,7 @@ from .target import TargetBase, TargetModel
 
 
 def make_target(hf_model: nn.Module, tokenizer=None, fast: bool | None = None) -> TargetBase:
-    """The fast Llama-family path when the model allows it (unless `fast` is False), else the generic adapter.
+    """The fast Llama-family or Gemma path when the model allows it (unless `fast` is False), else the generic adapter.
 
     `fast=True` insists on the fast path and raises ConfigError naming why a model cannot take it.
     The result's `path` attribute says which one was taken ("fast" or "generic")."""
@@ -22,6 +23,11 @@ def make_target(hf_model: nn.Module, tokenizer=None, fast: bool | None = None) -
     reason = unsupported_reason(hf_model)
     if reason is None:
         return FastDecoderTarget(hf_model, tokenizer)
+    text_config = hf_model.config.get_text_config() if hasattr(hf_model.config, "get_text_config") else hf_model.config
+    if getattr(text_config, "model_type", None) in fast_gemma.DISPATCHED:
+        reason = fast_gemma.unsupported_reason(hf_model)
+        if reason is None:
+            return fast_gemma.FastGemmaTarget(hf_model, tokenizer)
     if fast:
         raise ConfigError(f"the fast target path cannot run {type(hf_model).__name__}: {reason}; "
                           "leave fast unset (or pass --generic-target) to use the generic path")
@@ -35,7 +41,8 @@ def draft_config_for(target: TargetBase, num_layers: int = 1, block_size: int = 
     heads = int(cfg.num_attention_heads)
     rope = getattr(cfg, "rope_parameters", None) or {}
     if mask_token_id is None:
-        mask_token_id = pick_mask_token(target.tokenizer, target.vocab_size) if target.tokenizer else target.vocab_size - 1
+        mask_token_id = (pick_mask_token(target.tokenizer, target.vocab_size) if target.tokenizer
+                         else target.vocab_size - 1)
     return DraftConfig(
         hidden_size=target.hidden_size,
         intermediate_size=int(getattr(cfg, "intermediate_size", None) or 4 * target.hidden_size),

@@ -51,12 +51,49 @@ def unsupported_reason(model: nn.Module) -> str | None:
             for name in names:
                 if type(getattr(getattr(layer, part), name, None)) is not nn.Linear:
                     return f"layer {i} {part}.{name} is not a plain nn.Linear (quantized or patched)"
+    return placement_reason(model)
+
+
+def placement_reason(model: nn.Module) -> str | None:
+    """Why the weights are not where a fast path can hold them (one device, materialised), or None."""
     params = list(model.parameters())
     if any(hasattr(m, "_hf_hook") for m in model.modules()) or len({p.device for p in params}) != 1:
         return "its weights are spread over devices or offloaded (accelerate hooks)"
     if any(p.is_meta or not p.is_floating_point() for p in params):
         return "some weights are not materialised floating-point tensors"
     return None
+
+
+def compile_layer(fn):
+    """torch.compile a layer function once for all layers (weights are inputs), with room for its shapes."""
+    import torch._dynamo
+
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    if os.environ.get("DFLASHKIT_INDUCTOR_TUNING", "1") == "1":
+        # tune the fused kernels' launch configs (as gpt-fast): Qwen3-8B shape, H100, batch 1,
+        # 6.59 -> 5.99 ms a forward; costs a little more compile time. DFLASHKIT_INDUCTOR_TUNING=0 skips it.
+        import torch._inductor.config as inductor
+
+        inductor.coordinate_descent_tuning = True
+    return torch.compile(fn, dynamic=False)
+
+
+def cache_rows(slot: int | torch.Tensor | None, positions: torch.Tensor):
+    """(rows, kv_index): the cache row of each token of `positions` [b, T], and the rows the queries read."""
+    b = positions.shape[0]
+    if slot is None:
+        return torch.arange(b, device=positions.device)[:, None].expand_as(positions), slice(0, b)
+    if isinstance(slot, torch.Tensor):
+        return slot[:, None].expand_as(positions), slot
+    return torch.full_like(positions, slot), slice(slot, slot + 1)
+
+
+def keep_rows(x: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
+    """The positions whose logits are wanted: the last `n` (0 = all), or the given indices."""
+    if isinstance(logits_to_keep, int):
+        return x[:, -logits_to_keep:] if logits_to_keep else x
+    return x[:, logits_to_keep]
 
 
 # ---------------------------------------------------------------------- the per-layer math (compiled)
@@ -161,17 +198,7 @@ class FastDecoderTarget(TargetBase):
     # ------------------------------------------------------------------ set-up
     def compile_layers(self) -> None:
         """torch.compile the layer function once (all layers share its graph: weights are inputs)."""
-        import torch._dynamo
-
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-        if os.environ.get("DFLASHKIT_INDUCTOR_TUNING", "1") == "1":
-            # tune the fused kernels' launch configs (as gpt-fast): Qwen3-8B shape, H100, batch 1,
-            # 6.59 -> 5.99 ms a forward; costs a little more compile time. DFLASHKIT_INDUCTOR_TUNING=0 skips it.
-            import torch._inductor.config as inductor
-
-            inductor.coordinate_descent_tuning = True
-        self._layer = torch.compile(decoder_layer, dynamic=False)
+        self._layer = compile_layer(decoder_layer)
         self.compiled = True
 
     def allocate(self, batch_size: int, capacity: int) -> None:
@@ -193,13 +220,7 @@ class FastDecoderTarget(TargetBase):
                 layer_ids: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """As `TargetModel.forward`: logits [b, T or keep, V] and features [b, T, len(layer_ids) * hidden]."""
         self.state.begin(positions, slot, kv_len)
-        b = tokens.shape[0]
-        if slot is None:
-            rows, kv_index = torch.arange(b, device=tokens.device)[:, None].expand_as(positions), slice(0, b)
-        elif isinstance(slot, torch.Tensor):
-            rows, kv_index = slot[:, None].expand_as(positions), slot
-        else:
-            rows, kv_index = torch.full_like(positions, slot), slice(slot, slot + 1)
+        rows, kv_index = cache_rows(slot, positions)
         length = kv_len or self.capacity
         mask = self.state.grouped_mask(None, length, self.dtype, self.num_heads // self.num_kv_heads)
         cos, sin = self._cos[positions][:, :, None], self._sin[positions][:, :, None]
@@ -215,8 +236,4 @@ class FastDecoderTarget(TargetBase):
         if self.num_layers - 1 in wanted:  # HF's last hidden state is the final-normed one
             kept[self.num_layers - 1] = x
         features = torch.cat([kept[i] for i in layer_ids], dim=-1) if layer_ids is not None else None
-        if isinstance(logits_to_keep, int):
-            x = x[:, -logits_to_keep:] if logits_to_keep else x
-        else:
-            x = x[:, logits_to_keep]
-        return linear(x, self.lm_head_weight, self._head_bias), features
+        return linear(keep_rows(x, logits_to_keep), self.lm_head_weight, self._head_bias), features

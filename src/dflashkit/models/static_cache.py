@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+
 from .attention import gqa_attention
 
 ATTN_IMPLEMENTATION = "dfk_static_kv"  # must not contain "flash": transformers treats those as kernels

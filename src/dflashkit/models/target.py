@@ -133,7 +133,8 @@ class TargetModel(TargetBase):
         self.state.k = [None] * self.num_layers
         self.state.v = [None] * self.num_layers
         for layer, (n_kv, head_dim) in shapes.items():
-            self.state.k[layer] = torch.zeros(batch_size, n_kv, capacity, head_dim, dtype=self.dtype, device=self.device)
+            shape = (batch_size, n_kv, capacity, head_dim)
+            self.state.k[layer] = torch.zeros(shape, dtype=self.dtype, device=self.device)
             self.state.v[layer] = torch.zeros_like(self.state.k[layer])
         self.batch_size, self.capacity = batch_size, capacity
 
