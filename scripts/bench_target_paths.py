@@ -2,6 +2,7 @@
 
     python scripts/bench_target_paths.py --shape qwen3-8b [--compile] --out OUT.json
     python scripts/bench_target_paths.py --shape qwen3-8b --compile --fast-only --attention sdpa,matmul
+    python scripts/bench_target_paths.py --shape gemma4 --batches 1,8 --out OUT.json
 
 Both paths share one HF model (the fast path re-points its Linears at the fused weights), so the numbers
 compare the adapters alone. Also reports how far apart the two paths' logits and features are (relative to
@@ -26,6 +27,9 @@ SHAPES = {
     "qwen3-8b": ("qwen3", {"vocab_size": 151936, "hidden_size": 4096, "intermediate_size": 12288,
                            "num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8,
                            "head_dim": 128, "tie_word_embeddings": False}),
+    # transformers' Gemma4TextConfig defaults (hidden 2304, 30 layers, 5 sliding : 1 full, per-layer inputs,
+    # vocab 262k): exercises the Gemma fast path (models/fast_gemma.py)
+    "gemma4": ("gemma4_text", {"num_hidden_layers": 30, "vocab_size": 262144}),
 }
 
 
