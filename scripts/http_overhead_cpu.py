@@ -42,14 +42,20 @@ def main() -> None:
     def stream_engine() -> int:
         return sum(len(u.token_ids) for u in gen.stream(prompt, params))
 
-    out = {"tokens": new,
-           "engine_generate_tok_s": _rate(lambda: gen.generate([prompt], params)[0].completion_tokens),
-           "engine_stream_tok_s": _rate(stream_engine)}
+    ttfts = []
+
+    def engine_generate() -> int:
+        result = gen.generate([prompt], params)[0]
+        ttfts.append(result.ttft_s)
+        return result.completion_tokens
+
+    out = {"tokens": new, "engine_generate_tok_s": _rate(engine_generate), "engine_stream_tok_s": _rate(stream_engine)}
+    out["engine_ttft_ms"] = 1000 * statistics.median(ttfts)
     with live_server(gen) as (url, _), multiprocessing.get_context("spawn").Pool(1) as client:
         # the client runs in its own process, as a real one does (in-process it would compete for the GIL)
         text = tok.decode(prompt)
-        out["http_stream_tok_s"] = client.apply(_client_rate, (url, text, new, True))
-        out["http_whole_answer_tok_s"] = client.apply(_client_rate, (url, text, new, False))
+        out["http_stream_tok_s"], out["http_stream_ttft_ms"] = client.apply(_client_rate, (url, text, new, True))
+        out["http_whole_answer_tok_s"], _ = client.apply(_client_rate, (url, text, new, False))
     base = out["engine_generate_tok_s"]
     for key in ("http_stream_tok_s", "http_whole_answer_tok_s"):
         out[key.replace("_tok_s", "_overhead_pct")] = round(100 * (1 - out[key] / base), 1)
@@ -66,22 +72,28 @@ def _rate(fn) -> float:
     return statistics.median(runs)
 
 
-def _client_rate(url: str, text: str, new: int, stream: bool) -> float:
+def _client_rate(url: str, text: str, new: int, stream: bool) -> tuple[float, float | None]:
+    """(tokens/s, median ms from sending the request to the first text chunk; None for whole answers)."""
     from openai import OpenAI
 
     client = OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+    ttfts = []
 
     def http() -> int:
         if not stream:
             return client.completions.create(model="tiny", prompt=text, max_tokens=new,
                                              temperature=0).usage.completion_tokens
-        n = 0
+        n, t0, first = 0, time.perf_counter(), None
         for chunk in client.completions.create(model="tiny", prompt=text, max_tokens=new, temperature=0,
                                                stream=True, stream_options={"include_usage": True}):
+            if first is None and chunk.choices and chunk.choices[0].text:
+                first = time.perf_counter() - t0
             n = chunk.usage.completion_tokens if chunk.usage else n
+        ttfts.append(first)
         return n
 
-    return _rate(http)
+    rate = _rate(http)
+    return rate, 1000 * statistics.median(ttfts) if ttfts else None
 
 
 if __name__ == "__main__":
