@@ -104,3 +104,19 @@ def test_a_slow_outlier_step_does_not_lock_in_a_small_block():
     assert c.choose(1) != 16
     c.observe(1, 16, 1.1, [])  # ...until the next typical sample, which replaces it
     assert c.choose(1) == 16
+
+
+def test_exploration_tries_the_next_size_as_often_as_its_cost_allows():
+    """CPU-like costs: block 4 is best; block 8 is tried now and then, block 16 (3x the cost) never."""
+    c = BlockSizeController(16)
+    for depth in range(1, 16):
+        c.trials[depth], c.hits[depth] = 1e9, (0.45 if depth < 4 else 0.2) * 1e9
+    c.step_time = {(1, 1): 1.0, (1, 2): 1.2, (1, 4): 1.4, (1, 8): 2.8, (1, 16): 4.2}
+    picks = [c.choose(1) for _ in range(1000)]
+    assert picks.count(16) == 0
+    assert 10 <= picks.count(8) <= 30  # extra cost 100% -> every ~50 steps: ~2% of the time
+    assert picks.count(4) == 1000 - picks.count(8)
+    c.step_time = {(1, b): 1.0 for b in c.candidates}  # GPU-like: flat costs, the largest block is best
+    for depth in range(1, 16):
+        c.hits[depth] = 0.9e9
+    assert set(c.choose(1) for _ in range(100)) == {16}
