@@ -72,3 +72,28 @@ def reference_greedy(model, prompt: list[int], max_new_tokens: int) -> list[int]
 def random_prompts(n: int, seed: int, vocab: int = VOCAB, lengths=(1, 2, 5, 9, 17, 30)) -> list[list[int]]:
     g = torch.Generator().manual_seed(seed)
     return [torch.randint(0, vocab, (lengths[i % len(lengths)],), generator=g).tolist() for i in range(n)]
+
+
+def check_greedy_on_both_paths(model, label: str) -> None:
+    """Plain decoding, DFlash with a random drafter and oracle drafts, on the generic and the fast target path,
+    all equal HF greedy: prompts of lengths 1..17 (grouped padded prefill, a late joiner), long accepts and
+    rollbacks through the fast verify."""
+    from dflashkit import Generator, SamplingParams
+    from dflashkit.models.factory import make_target, random_draft
+
+    prompts = random_prompts(5, seed=4)
+    expected = [reference_greedy(model, p, 12) for p in prompts]
+    params = SamplingParams(max_new_tokens=12)
+    for fast in (False, True):
+        target = make_target(copy.deepcopy(model), fast=fast)
+        assert target.path == ("fast" if fast else "generic")
+        ar = Generator(target, None, max_batch=4, max_length=64).generate(prompts, params)
+        assert [r.token_ids for r in ar] == expected, (label, target.path, "AR")
+        draft = random_draft(target, num_layers=1, block_size=4, seed=1)
+        got = Generator(target, draft, block_size=4, max_batch=4, max_length=64).generate(prompts, params)
+        assert [r.token_ids for r in got] == expected, (label, target.path, "DFlash")
+        oracle = Generator(target, draft, block_size=4, max_batch=4, max_length=64)
+        oracle.set_oracle(4)
+        got = oracle.generate(prompts, params, references=expected)
+        assert [r.token_ids for r in got] == expected, (label, target.path, "oracle")
+        assert max(max(r.acceptance_lengths) for r in got) == 4

@@ -6,11 +6,10 @@ import copy
 
 import pytest
 import torch
-from tiny_models import LAYER_TYPES, VOCAB, random_prompts, reference_greedy
+from tiny_models import LAYER_TYPES, VOCAB, check_greedy_on_both_paths
 
-from dflashkit import Generator, SamplingParams
 from dflashkit.errors import ConfigError
-from dflashkit.models.factory import make_target, random_draft
+from dflashkit.models.factory import make_target
 from dflashkit.models.fast_gemma import FastGemmaTarget, unsupported_reason
 from dflashkit.models.target import TargetModel
 
@@ -182,23 +181,7 @@ def test_fused_weights_are_shared_and_hf_model_still_works():
 
 @pytest.mark.parametrize("variant", ["gemma4", "gemma4-k-eq-v", "gemma4-multimodal", "gemma3"])
 def test_generator_greedy_identical_on_both_paths(variant):
-    model = _model(variant, seed=5)
-    prompts = random_prompts(5, seed=4)  # lengths 1..17: grouped padded prefill, and a late joiner
-    expected = [reference_greedy(model, p, 12) for p in prompts]
-    params = SamplingParams(max_new_tokens=12)
-    for fast in (False, True):
-        target = make_target(copy.deepcopy(model), fast=fast)
-        assert target.path == ("fast" if fast else "generic")
-        ar = Generator(target, None, max_batch=4, max_length=64).generate(prompts, params)
-        assert [r.token_ids for r in ar] == expected, (variant, target.path, "AR")
-        draft = random_draft(target, num_layers=1, block_size=4, seed=1)
-        got = Generator(target, draft, block_size=4, max_batch=4, max_length=64).generate(prompts, params)
-        assert [r.token_ids for r in got] == expected, (variant, target.path, "DFlash")
-        oracle = Generator(target, draft, block_size=4, max_batch=4, max_length=64)
-        oracle.set_oracle(4)  # drafts from the answer: long accepts and rollbacks through the fast verify
-        got = oracle.generate(prompts, params, references=expected)
-        assert [r.token_ids for r in got] == expected, (variant, target.path, "oracle")
-        assert max(max(r.acceptance_lengths) for r in got) == 4
+    check_greedy_on_both_paths(_model(variant, seed=5), variant)
 
 
 def test_make_target_chooses_and_explains():
