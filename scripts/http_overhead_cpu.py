@@ -1,8 +1,8 @@
 """Host overhead of the HTTP server vs the engine alone, on CPU.
 
 A tiny random Llama with SmolLM2's tokenizer keeps model time small, so the server's per-step host work
-shows. Greedy, one request at a time; the openai client runs in a process of its own.
-Not a test: prints medians of 5 runs.
+shows. Greedy, one request at a time; the openai client runs in a process of its own. The server runs its
+engine on a thread, then in a process of its own (`dflashkit serve`'s default). Not a test: medians of 5 runs.
 
     python scripts/http_overhead_cpu.py [NEW_TOKENS]
 """
@@ -22,20 +22,30 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(ROOT, "tests"), os.path.join(ROOT, "tests", "serving")]
 
 
-def main() -> None:
-    from serving_harness import live_server
+def build():
+    """The Generator under test (also what the engine process builds for itself)."""
     from tiny_models import tiny_hf
     from transformers import AutoTokenizer
 
-    from dflashkit import Generator, SamplingParams
+    from dflashkit import Generator
     from dflashkit.models.factory import make_target
     from dflashkit.models.loading import convert_gguf, embedded_gguf
 
     torch.set_num_threads(1)
-    new = int(sys.argv[1]) if len(sys.argv) > 1 else 400
     tok = AutoTokenizer.from_pretrained(str(convert_gguf(embedded_gguf())))
-    gen = Generator(make_target(tiny_hf("llama", 0, len(tok), torch.float32), tok), None, tok, max_batch=8,
-                    max_length=512, speculative=False)
+    return Generator(make_target(tiny_hf("llama", 0, len(tok), torch.float32), tok), None, tok, max_batch=8,
+                     max_length=512, speculative=False)
+
+
+def main() -> None:
+    from serving_harness import live_server
+
+    from dflashkit import SamplingParams
+    from dflashkit.serving.engine_process import EngineProcess
+
+    new = int(sys.argv[1]) if len(sys.argv) > 1 else 400
+    gen = build()
+    tok = gen.tokenizer
     prompt = gen.chat_prompt([{"role": "user", "content": "Write a long story about a robot."}])
     params = SamplingParams(max_new_tokens=new, ignore_eos=True)
 
@@ -51,14 +61,19 @@ def main() -> None:
 
     out = {"tokens": new, "engine_generate_tok_s": _rate(engine_generate), "engine_stream_tok_s": _rate(stream_engine)}
     out["engine_ttft_ms"] = 1000 * statistics.median(ttfts)
-    with live_server(gen) as (url, _), multiprocessing.get_context("spawn").Pool(1) as client:
-        # the client runs in its own process, as a real one does (in-process it would compete for the GIL)
-        text = tok.decode(prompt)
-        out["http_stream_tok_s"], out["http_stream_ttft_ms"] = client.apply(_client_rate, (url, text, new, True))
-        out["http_whole_answer_tok_s"], _ = client.apply(_client_rate, (url, text, new, False))
+    text = tok.decode(prompt)
+    process = EngineProcess(build)
+    process.launch()
+    for mode, engine in (("thread", gen), ("process", process)):
+        with live_server(engine) as (url, _), multiprocessing.get_context("spawn").Pool(1) as client:
+            # the client runs in its own process, as a real one does (in-process it would compete for the GIL)
+            out[f"{mode}_stream_tok_s"], out[f"{mode}_stream_ttft_ms"] = client.apply(
+                _client_rate, (url, text, new, True))
+            out[f"{mode}_whole_answer_tok_s"], _ = client.apply(_client_rate, (url, text, new, False))
     base = out["engine_generate_tok_s"]
-    for key in ("http_stream_tok_s", "http_whole_answer_tok_s"):
-        out[key.replace("_tok_s", "_overhead_pct")] = round(100 * (1 - out[key] / base), 1)
+    for key in [k for k in out if k.endswith("answer_tok_s") or k.endswith("stream_tok_s")]:
+        if not key.startswith("engine"):
+            out[key.replace("_tok_s", "_overhead_pct")] = round(100 * (1 - out[key] / base), 1)
     print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in out.items()}))
 
 

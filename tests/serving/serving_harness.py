@@ -67,9 +67,17 @@ def tiny_generator(max_batch: int = 8, max_length: int = 256) -> Throttled:
     return gen
 
 
+def slow_tiny_generator(delay: float, **kwargs) -> Throttled:
+    """`tiny_generator` pausing `delay` s a step (built inside an engine process, where tests cannot reach it)."""
+    gen = tiny_generator(**kwargs)
+    gen.delay = delay
+    return gen
+
+
 @contextmanager
 def live_server(gen, **config):
-    """uvicorn in a background thread on a socket we bound ourselves (no port race); yields the base URL."""
+    """uvicorn in a background thread on a socket we bound ourselves (no port race); yields the base URL.
+    `gen`: a Generator (engine on a thread) or an EngineProcess."""
     import uvicorn
 
     app = create_app(gen, ServerConfig(served_model_name=MODEL, **config))

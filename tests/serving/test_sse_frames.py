@@ -14,7 +14,7 @@ from dflashkit.serving.sse import DONE, stream_events
 
 def _frames(events: list[Event], chat: bool = False) -> list:
     async def run() -> list[bytes]:
-        handle = Handle(engine=None, request=EngineRequest.__new__(EngineRequest))
+        handle = Handle(None, 0, EngineRequest.__new__(EngineRequest))
         for event in events:  # all waiting before the stream reads the first
             handle.events.put_nowait(event)
         return [f async for f in stream_events(handle, Reply(model="m", chat=chat), include_usage=True)]

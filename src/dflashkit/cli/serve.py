@@ -22,11 +22,14 @@ def register(sub) -> None:
     p.add_argument("--served-model-name", default=None, help="model name clients use (default: --model, or "
                    "'smollm2' for the embedded default)")
     p.add_argument("--max-body-bytes", type=int, default=4 << 20, help="largest request body accepted (413 above)")
+    p.add_argument("--engine-thread", action="store_true", help="run the engine on a thread of the server process "
+                   "(default: a process of its own, so HTTP work never waits on the engine for Python's GIL)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    import functools
     import os
 
     import uvicorn
@@ -35,14 +38,23 @@ def run(args) -> int:
     from ..errors import ConfigError
     from ..models.loading import DEFAULT_TARGET
     from ..serving.app import ServerConfig, create_app
+    from ..serving.engine_process import EngineProcess
 
     for name in ("port", "max_batch", "max_queue", "max_body_bytes"):
         if getattr(args, name) < (0 if name == "max_queue" else 1):
             raise ConfigError(f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})")
-    gen = load(args.model, args.draft, device=args.device, dtype=args.dtype, block_size=args.block_size,
-               max_batch=args.max_batch, max_length=args.max_length, speculative=not args.no_speculative,
-               fast_target=False if args.generic_target else None, compile=args.compile)
-    source = getattr(gen, "draft_source", None) or ""
+    build = functools.partial(load, args.model, args.draft, device=args.device, dtype=args.dtype,
+                              block_size=args.block_size, max_batch=args.max_batch, max_length=args.max_length,
+                              speculative=not args.no_speculative,
+                              fast_target=False if args.generic_target else None, compile=args.compile)
+    if args.engine_thread:
+        engine = build()
+        info = {"max_length": engine.max_length, "max_batch": engine.max_batch, "speculative": engine.speculative,
+                "draft_source": getattr(engine, "draft_source", None)}
+    else:
+        engine = EngineProcess(build)
+        info = engine.launch()  # loads the model in the engine process; its errors surface here
+    source = info.get("draft_source") or ""
     if source.startswith("random"):
         print(f"note: the drafter is {source}", file=sys.stderr)
     model_id = args.model or DEFAULT_TARGET
@@ -50,9 +62,10 @@ def run(args) -> int:
                           api_key=args.api_key or os.environ.get("DFLASHKIT_API_KEY") or None,
                           max_queue=args.max_queue, max_body_bytes=args.max_body_bytes)
     print(f"dflashkit serve: '{config.served_model_name}' on http://{args.host}:{args.port}/v1 "
-          f"(max batch {gen.max_batch}, context {gen.max_length}, "
-          f"{'DFlash speculative' if gen.speculative else 'autoregressive'}"
-          f"{', API key required' if config.api_key else ''})", file=sys.stderr)
-    uvicorn.run(create_app(gen, config), host=args.host, port=args.port, log_level=args.log_level,
+          f"(max batch {info['max_batch']}, context {info['max_length']}, "
+          f"{'DFlash speculative' if info['speculative'] else 'autoregressive'}"
+          f"{', API key required' if config.api_key else ''}, engine "
+          f"{'thread' if args.engine_thread else 'process'})", file=sys.stderr)
+    uvicorn.run(create_app(engine, config), host=args.host, port=args.port, log_level=args.log_level,
                 timeout_graceful_shutdown=5)
     return 0

@@ -1,6 +1,7 @@
 """The FastAPI app: OpenAI routes over one EngineLoop. HTTP concerns only; the engine does the work.
 
-`create_app` takes a ready Generator, so tests (and embedders) pass a tiny one and no model loads here.
+`create_app` takes a ready Generator (its engine runs on a thread of this process: tests, embedders) or an
+`EngineProcess` (the engine in a process of its own: `dflashkit serve`); no model loads here.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .engine_loop import EngineLoop, Handle
+from .engine_loop import EngineLoop, EngineProcess, EngineThread, Handle
 from .errors import APIError, server_error
 from .guards import CountResponses, check_api_key, read_body
 from .metrics import Metrics
@@ -34,8 +35,10 @@ class ServerConfig:
 
 
 def create_app(gen, config: ServerConfig) -> FastAPI:
+    """`gen`: a Generator, or an EngineProcess (launched or not)."""
     metrics = Metrics(running=lambda: engine.running, queued=lambda: engine.queued)
-    engine = EngineLoop(gen, max_queue=config.max_queue, metrics=metrics)
+    core = gen if isinstance(gen, EngineProcess) else EngineThread(gen)
+    engine = EngineLoop(core, max_queue=config.max_queue, metrics=metrics)
     names = {config.served_model_name, *config.model_aliases}
     created = int(time.time())
 
@@ -43,7 +46,7 @@ def create_app(gen, config: ServerConfig) -> FastAPI:
     async def lifespan(app: FastAPI):
         engine.start()
         yield
-        await asyncio.get_running_loop().run_in_executor(None, engine.stop)
+        await engine.aclose()
 
     app = FastAPI(title="dflashkit", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine, app.state.metrics, app.state.config = engine, metrics, config
@@ -64,7 +67,7 @@ def create_app(gen, config: ServerConfig) -> FastAPI:
     async def models(request: Request) -> JSONResponse:
         check_api_key(request, config.api_key)
         card = {"id": config.served_model_name, "object": "model", "created": created, "owned_by": "dflashkit",
-                "max_model_len": gen.max_length}
+                "max_model_len": engine.max_length}
         return JSONResponse({"object": "list", "data": [card]})
 
     async def generate(request: Request, chat: bool) -> Response:

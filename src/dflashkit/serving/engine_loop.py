@@ -1,51 +1,40 @@
-"""The one thread that owns the Generator: takes requests and aborts between steps, steps, dispatches.
+"""The HTTP side of the engine: Handles for the routes, queue depth and metrics kept from the events, and the
+engine core (`engine_core.py`) running on a thread of this process or in a process of its own.
 
-The Generator is not thread-safe, so nothing else touches it. The event loop talks to this thread
-through a FIFO inbox (adds and aborts, in order) and gets events back on per-request asyncio queues
-via `call_soon_threadsafe`. A failing request fails alone; a failing step fails the sequences it was
-running (their cache rows are suspect); the thread itself never dies until `stop`.
+`EngineProcess` (what `dflashkit serve` runs): the engine's Python and the event loop's (HTTP parsing, JSON,
+SSE framing) never wait for each other on the GIL. `EngineThread` (tests, embedders with a ready Generator):
+they share it. The routes see one `EngineLoop` either way, and all of its bookkeeping happens on the event
+loop's thread, so it needs no locks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import itertools
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 
-from ..engine.sequence import GenerationResult
-from ..errors import DFlashError
-from .errors import APIError, bad_request, server_error
+from .engine_core import Batch, Command, EngineCore, Event
+from .engine_process import EngineProcess
+from .errors import APIError
 from .metrics import Metrics
-from .prompts import plan
 from .protocol import EngineRequest
 
-log = logging.getLogger("dflashkit.serve")
-
-
-@dataclass
-class Event:
-    kind: str  # "accepted" | "delta" | "done" | "error"
-    token_ids: list[int] = field(default_factory=list)
-    text: str = ""
-    result: GenerationResult | None = None
-    error: APIError | None = None
+__all__ = ["EngineLoop", "EngineProcess", "EngineThread", "Event", "Handle"]
 
 
 class Handle:
     """One request as the HTTP side sees it: an event queue, and `cancel` for a departed client."""
 
-    def __init__(self, engine: EngineLoop, request: EngineRequest):
-        self.engine, self.request = engine, request
+    def __init__(self, engine: EngineLoop | None, rid: int, request: EngineRequest):
+        self.engine, self.rid, self.request = engine, rid, request
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.t_arrival = time.perf_counter()
-        self.seq_id: int | None = None  # engine-thread fields from here
         self.prompt_tokens = 0
-        self.in_queue = True  # counted in the queue depth until it gets a slot or ends
-        self.ended = False  # engine side: done, failed or aborted
-        self.closed = False  # HTTP side: saw the last event
+        self.started = False  # has its first token: holds a slot
+        self.ended = False  # its last event (done or error) arrived, or it was cancelled
+        self.closed = False  # the reader saw the last event
 
     async def next(self) -> Event:
         event = await self.events.get()
@@ -63,200 +52,168 @@ class Handle:
 
     def cancel(self) -> None:
         """Free the slot at the next step boundary (the client left); a no-op once the answer is complete."""
-        if not self.closed:
-            self.engine._inbox.put(("abort", self))
+        if self.engine is not None:
+            self.engine.cancel(self)
 
 
-class EngineLoop:
-    def __init__(self, gen, *, max_queue: int = 256, metrics: Metrics | None = None):
-        self.gen, self.max_queue = gen, max_queue
-        self.metrics = metrics or Metrics()
-        self._inbox: queue.Queue = queue.Queue()
-        self._by_seq: dict[int, Handle] = {}
-        self._queued = 0  # submitted, not yet holding a slot
-        self._count_lock = threading.Lock()
-        self.running = 0  # published by the engine thread after each step
+class EngineThread:
+    """The core on a thread of this process, over a ready Generator."""
+
+    def __init__(self, gen):
+        self.gen = gen
+        self.info = {"max_length": gen.max_length, "max_batch": gen.max_batch, "speculative": gen.speculative}
+        self._inbox: queue.Queue[Command] = queue.Queue()
         self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping = False
-
-    # ----------------------------------------------------------- event-loop side
-    @property
-    def queued(self) -> int:
-        return self._queued
 
     @property
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and not self._stopping
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, loop: asyncio.AbstractEventLoop, deliver, gone) -> None:
+        def sink(batch: Batch) -> None:
+            try:
+                loop.call_soon_threadsafe(deliver, batch)
+            except RuntimeError:  # the event loop has closed: nobody is listening
+                pass
+
+        core = EngineCore(self.gen, sink)
+        self._thread = threading.Thread(target=core.run, args=(self._receive,), name="dflashkit-engine", daemon=True)
+        self._thread.start()
+
+    def send(self, command: Command) -> None:
+        self._inbox.put(command)
+
+    def detach(self) -> None:
+        pass
+
+    def stop(self, timeout: float) -> None:
+        self._inbox.put(("stop", None, None))
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _receive(self, block: bool) -> list[Command]:
+        try:
+            commands = [self._inbox.get(timeout=1.0) if block else self._inbox.get_nowait()]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                commands.append(self._inbox.get_nowait())
+            except queue.Empty:
+                return commands
+
+
+class EngineLoop:
+    def __init__(self, engine: EngineThread | EngineProcess, *, max_queue: int = 256, metrics: Metrics | None = None):
+        self.engine, self.max_queue = engine, max_queue
+        self.metrics = metrics or Metrics(running=lambda: self.running, queued=lambda: self.queued)
+        self._open: dict[int, Handle] = {}
+        self._ids = itertools.count()
+        self.queued = 0  # submitted, no first token yet
+        self.running = 0  # first token out, not ended
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._loop is not None and not self._stopping and self.engine.alive
+
+    @property
+    def max_length(self) -> int:
+        return int(self.engine.info["max_length"])
 
     def start(self) -> None:
         """Call from the event loop that will read the events."""
         self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._run, name="dflashkit-engine", daemon=True)
-        self._thread.start()
+        self.engine.start(self._loop, self._deliver, self._gone)
 
-    def stop(self, timeout: float = 10.0) -> None:
+    async def aclose(self, timeout: float = 10.0) -> None:
+        """Stop the engine; requests still open get a 503."""
         self._stopping = True
-        self._inbox.put(("stop", None))
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self.engine.detach()
+        await asyncio.get_running_loop().run_in_executor(None, self.engine.stop, timeout)
+        self._fail_open(APIError(503, "the server is shutting down", type="server_error", code="shutting_down"))
 
     def submit(self, request: EngineRequest) -> Handle:
         """Queue a request, or refuse it now: 503 if the engine is down, 429 if the queue is full."""
         if not self.alive:
             raise APIError(503, "the engine is not running (starting up or shutting down); retry later",
                            type="server_error", code="engine_unavailable")
-        with self._count_lock:
-            if self._queued >= self.max_queue:
-                raise APIError(429, f"{self._queued} requests are already waiting for a slot (limit "
-                               f"{self.max_queue}); retry later", type="rate_limit_error", code="queue_full")
-            self._queued += 1
-        handle = Handle(self, request)
-        self._inbox.put(("add", handle))
-        return handle
-
-    # -------------------------------------------------------------- engine side
-    def _run(self) -> None:
-        while not self._stopping:
-            try:
-                self._drain(block=not self.gen.has_work())
-                if self.gen.has_work() and not self._stopping:
-                    self._step()
-            except Exception:  # a bug here must not take the server down with it
-                log.exception("engine loop iteration failed")
-        self._shutdown()
-
-    def _drain(self, block: bool) -> None:
+        if self.queued >= self.max_queue:
+            raise APIError(429, f"{self.queued} requests are already waiting for a slot (limit {self.max_queue}); "
+                           "retry later", type="rate_limit_error", code="queue_full")
+        h = Handle(self, next(self._ids), request)
         try:
-            item = self._inbox.get(timeout=1.0) if block else self._inbox.get_nowait()
-        except queue.Empty:
-            return
-        while True:
-            op, handle = item
-            if op == "add":
-                self._add(handle)
-            elif op == "abort":
-                self._abort(handle)
-            try:
-                item = self._inbox.get_nowait()
-            except queue.Empty:
-                return
+            self.engine.send(("add", h.rid, request))
+        except OSError:
+            raise APIError(503, "the engine process is gone", type="server_error", code="engine_unavailable") from None
+        self._open[h.rid] = h
+        self.queued += 1
+        return h
 
-    def _add(self, h: Handle) -> None:
-        try:
-            ids, params = plan(self.gen, h.request)
-            h.seq_id = self.gen.add_request(ids, params, stream_text=h.request.stream)
-        except APIError as exc:
-            return self._fail(h, exc)
-        except DFlashError as exc:
-            return self._fail(h, bad_request(str(exc)))
-        except Exception as exc:
-            log.exception("could not add a request")
-            return self._fail(h, server_error(f"could not start the request: {type(exc).__name__}: {exc}"))
-        self._by_seq[h.seq_id] = h
-        h.prompt_tokens = len(ids)
-        self._send([(h, Event("accepted"))])
-
-    def _abort(self, h: Handle) -> None:
+    def cancel(self, h: Handle) -> None:
         if h.ended:
             return
-        if h.seq_id is not None:
-            self._evict(h.seq_id)
+        try:
+            self.engine.send(("abort", h.rid, None))
+        except OSError:
+            pass  # the engine is gone: nothing holds the slot any more
         self._end(h)
         self.metrics.record(lambda m: m.aborted.inc())
-        self.running = self.gen.num_running
 
-    def _evict(self, seq_id: int) -> None:
-        self.gen.abort(seq_id)  # also frees the slot of a sequence that finished inside a failed step
-        if seq_id in self.gen.sequences:
-            self.gen.pop_result(seq_id)
-
-    def _step(self) -> None:
-        try:
-            updates = self.gen.step()
-        except Exception as exc:
-            log.exception("engine step failed")
-            error = server_error(f"generation failed: {type(exc).__name__}: {exc}")
-            for seq in [s for s in self.gen.slots if s is not None]:
-                h = self._by_seq.get(seq.id)
-                self._evict(seq.id)
-                if h is not None:
-                    self._fail(h, error)
-                    self.metrics.record(lambda m: m.aborted.inc())
-            self.running = self.gen.num_running
-            return
+    # ------------------------------------------------------- on the event loop
+    def _deliver(self, batch: Batch) -> None:
         now = time.perf_counter()
-        events, finished = [], []
-        for u in updates:
-            h = self._by_seq.get(u.seq_id)
-            if h is None:
+        for rid, event in batch:
+            h = self._open.get(rid)
+            if h is None:  # cancelled meanwhile
                 continue
-            if h.in_queue:  # admitted by this step: its first token is here
-                self._leave_queue(h)
+            if event.kind == "started":
+                h.started = True
+                self.queued -= 1
+                self.running += 1
                 self.metrics.record(lambda m, h=h: (m.ttft.observe(now - h.t_arrival),
                                                     m.prompt_tokens.inc(h.prompt_tokens)))
-            if h.request.stream:  # a whole-answer request needs only "done": no event-loop wake-up per step
-                events.append((h, Event("delta", token_ids=u.token_ids, text=u.text)))
-            if u.finished:
-                result = self.gen.pop_result(u.seq_id)
+                continue
+            if event.kind == "accepted":
+                h.prompt_tokens = event.prompt_tokens
+            elif event.kind == "delta":
+                tokens = len(event.token_ids)
+                self.metrics.record(lambda m, n=tokens: m.generated_tokens.inc(n))
+            elif event.kind == "done":
                 self._end(h)
-                events.append((h, Event("done", result=result)))
-                finished.append((h, result))
-        generated = sum(len(u.token_ids) for u in updates)
-        self.metrics.record(lambda m: self._observe(m, generated, finished, now))
-        self.running = self.gen.num_running
-        self._send(events)
+                self.metrics.record(lambda m, h=h, r=event.result: self._observe_done(m, h, r, now))
+            elif event.kind == "error":
+                self._end(h)
+                if event.failed_running:
+                    self.metrics.record(lambda m: m.aborted.inc())
+            h.events.put_nowait(event)
 
     @staticmethod
-    def _observe(m: Metrics, generated: int, finished: list, now: float) -> None:
-        m.generated_tokens.inc(generated)
-        for h, r in finished:
-            m.e2e.observe(now - h.t_arrival)
-            for length in r.acceptance_lengths:
-                m.acceptance.observe(length)
-            if r.completion_tokens > 1:
-                m.tpot.observe((r.elapsed_s - r.ttft_s) / (r.completion_tokens - 1))
-
-    def _fail(self, h: Handle, error: APIError) -> None:
-        self._end(h)
-        self._send([(h, Event("error", error=error))])
+    def _observe_done(m: Metrics, h: Handle, r, now: float) -> None:
+        if not h.request.stream:  # streamed tokens were counted as they went out
+            m.generated_tokens.inc(r.completion_tokens)
+        m.e2e.observe(now - h.t_arrival)
+        for length in r.acceptance_lengths:
+            m.acceptance.observe(length)
+        if r.completion_tokens > 1:
+            m.tpot.observe((r.elapsed_s - r.ttft_s) / (r.completion_tokens - 1))
 
     def _end(self, h: Handle) -> None:
-        if h.seq_id is not None:
-            self._by_seq.pop(h.seq_id, None)
-        self._leave_queue(h)
-        h.ended = True
-
-    def _leave_queue(self, h: Handle) -> None:
-        if h.in_queue:
-            h.in_queue = False
-            with self._count_lock:
-                self._queued -= 1
-
-    def _send(self, events: list[tuple[Handle, Event]]) -> None:
-        if not events or self._loop is None:
+        if h.ended:
             return
-        try:
-            self._loop.call_soon_threadsafe(_deliver, events)
-        except RuntimeError:  # the event loop has closed: nobody is listening
-            pass
+        h.ended = True
+        self._open.pop(h.rid, None)
+        if h.started:
+            self.running -= 1
+        else:
+            self.queued -= 1
 
-    def _shutdown(self) -> None:
-        """Fail whatever is still queued or running: the clients get an answer, not a hang."""
-        error = APIError(503, "the server is shutting down", type="server_error", code="shutting_down")
-        while True:
-            try:
-                op, h = self._inbox.get_nowait()
-            except queue.Empty:
-                break
-            if op == "add":
-                self._fail(h, error)
-        for h in list(self._by_seq.values()):
-            self._evict(h.seq_id)
-            self._fail(h, error)
-        self.running = 0
+    def _gone(self, reason: str) -> None:
+        """The engine process died: every open request fails now, new ones get 503 (see `alive`)."""
+        self._fail_open(APIError(503, f"the engine stopped: {reason}", type="server_error", code="engine_unavailable"))
 
-
-def _deliver(events: list[tuple[Handle, Event]]) -> None:
-    for handle, event in events:
-        handle.events.put_nowait(event)
+    def _fail_open(self, error: APIError) -> None:
+        for h in list(self._open.values()):
+            self._end(h)
+            h.events.put_nowait(Event("error", error=error))

@@ -11,6 +11,9 @@ class APIError(Exception):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
 
+    def __reduce__(self):  # pickled to and from the engine process: keep every field
+        return (APIError, (self.status, self.message), {"type": self.type, "param": self.param, "code": self.code})
+
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 

@@ -1,7 +1,7 @@
-"""Runs on the engine thread: request -> prompt token ids + SamplingParams, with the context limits.
+"""Runs on the engine side: request -> prompt token ids + SamplingParams, with the context limits.
 
-Tokenising here, not on the event loop, keeps the tokenizer (shared with the engine's detokeniser)
-on one thread, and the prompt length is known before the request is accepted.
+Tokenising there, not on the event loop, keeps the tokenizer (shared with the engine's detokeniser)
+with the engine, and the prompt length is known before the request is accepted.
 """
 
 from __future__ import annotations
