@@ -1,1 +1,2 @@
-"""HTTP only: the OpenAI-compatible server (`app.create_app`) over one engine thread; see docs/serving.md."""
+"""HTTP only: the OpenAI-compatible server (`app.create_app`) over one engine, in a process of its own or on
+a thread; see docs/serving.md."""

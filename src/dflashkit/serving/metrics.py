@@ -1,7 +1,7 @@
 """Prometheus text exposition, written by hand: a few counters, gauges and histograms, thread-safe.
 
-The engine thread observes tokens and latencies, the HTTP layer counts responses; `render` is read
-by the scraper. No client library: the text format is a handful of lines.
+The event loop writes them all (from the engine's events and the HTTP responses); the lock keeps `render`
+consistent for anyone who records from another thread. No client library: the text format is a handful of lines.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class Metrics:
                      self.acceptance, self.ttft, self.tpot, self.e2e]
 
     def record(self, fn: Callable[[Metrics], None]) -> None:
-        """Apply several updates atomically (the engine thread and the event loop both write)."""
+        """Apply several updates atomically."""
         with self._lock:
             fn(self)
 

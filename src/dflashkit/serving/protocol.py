@@ -2,7 +2,7 @@
 
 Strict types (no "5" for 5) and unknown fields refused, as OpenAI does; features we do not implement
 (n > 1, tools, logprobs, ...) are refused with a 400 naming the parameter, never silently ignored.
-The result is an `EngineRequest`: plain values the engine thread turns into tokens (prompts.py).
+The result is an `EngineRequest`: plain values the engine side turns into tokens (prompts.py).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class CompletionRequest(_Sampling):
 
 @dataclass
 class EngineRequest:
-    """What the engine thread needs: the prompt (chat messages, text or ids) and the sampling values."""
+    """What the engine side needs: the prompt (chat messages, text or ids) and the sampling values."""
 
     messages: list[dict] | None
     prompt: str | list[int] | None
