@@ -23,7 +23,7 @@ def default_device() -> str:
 def load(model: str | None = None, draft: str | None = None, *, device: str | None = None,
          dtype: str | torch.dtype | None = None, block_size: int | None = None, max_batch: int = 8,
          max_length: int | None = None, speculative: bool = True, fast_target: bool | None = None,
-         compile: bool = False) -> Generator:
+         compile: bool = False, draft_vocab: int | None = None) -> Generator:
     """Load a target and its DFlash drafter into a ready Generator.
 
     model: hub id, local dir or .gguf file; None = the embedded SmolLM2-135M-Instruct.
@@ -33,6 +33,8 @@ def load(model: str | None = None, draft: str | None = None, *, device: str | No
            True = require the fast path (ConfigError if the model cannot take it).
     compile: torch.compile the decoder layers (GPU decode steps get ~2x faster on small models; the first
            steps of each new batch/context shape pay the compilation).
+    draft_vocab: drafts from this many most frequent tokens only (a cheaper draft LM head; output unchanged);
+           None = as the drafter's token_counts.json suggests (every token if it has none), 0 = every token.
     """
     device = device or default_device()
     dtype = resolve_dtype(dtype, device)
@@ -40,7 +42,7 @@ def load(model: str | None = None, draft: str | None = None, *, device: str | No
     target = make_target(hf_model, tokenizer, fast=fast_target)
     drafter = load_draft(draft, target, is_default_target=model in (None, "", DEFAULT_TARGET))
     gen = Generator(target, drafter, tokenizer, block_size=block_size, max_batch=max_batch,
-                    max_length=max_length, speculative=speculative, compile=compile)
+                    max_length=max_length, speculative=speculative, compile=compile, draft_vocab=draft_vocab)
     gen.draft_source = getattr(drafter, "source", None)
     return gen
 

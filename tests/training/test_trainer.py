@@ -105,8 +105,20 @@ def test_shape_padding_changes_no_loss(tiny_data, tmp_path):
         tokens, _, blocks = collate(run.data, idx, 12, run.draft.block_size, run.draft.mask_token_id, 5,
                                     length_multiple=lm, anchor_multiple=am)
         with torch.no_grad():
-            loss, stats = run.model(run.features(tokens), blocks, layer_masks(run.draft, blocks.anchors, tokens.shape[1]))
+            masks = layer_masks(run.draft, blocks.anchors, tokens.shape[1])
+            loss, stats = run.model(run.features(tokens), blocks, masks)
         results.append((tokens.shape, blocks.anchors.shape, float(loss), float(stats["tau"]), int(stats["blocks"])))
     (shape0, a0, *vals0), (shape1, a1, *vals1) = results
     assert shape1[1] % 64 == 0 and a1[1] % 12 == 0 and (shape1, a1) != (shape0, a0)  # anchors cap at --anchors
     assert vals1 == pytest.approx(vals0, rel=1e-5)
+
+
+def test_exported_drafter_carries_the_answers_token_counts(tiny_data, tmp_path):
+    from dflashkit.training.dataset import SequenceData
+
+    data, model, tok = tiny_data
+    train(config(data, tmp_path, max_steps=2, save_every=100), target=(model, tok))
+    draft = DFlashDraft.from_pretrained(tmp_path / "draft")
+    answers = [tok[mask] for tok, mask in SequenceData([str(data)]).items]
+    assert int(draft.token_counts.sum()) == sum(len(a) for a in answers)  # response tokens only, none lost
+    assert all(int(draft.token_counts[i]) > 0 for a in answers for i in a.tolist())

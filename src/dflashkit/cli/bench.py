@@ -31,6 +31,8 @@ def register(sub) -> None:
     p.add_argument("--dtype", default=None, help="local/hf: bfloat16, float16, float32 (default: bf16 on GPU)")
     p.add_argument("--max-length", type=int, default=None, help="local: context to allocate per sequence "
                    "(prompt + answer; default: the engine's)")
+    p.add_argument("--draft-vocab", type=int, default=None, help="local: draft from the N most frequent tokens "
+                   "only (default: as the drafter's token_counts.json suggests; 0 = every token)")
     p.add_argument("--compile", action="store_true", help="local: torch.compile the decoder layers (compiled "
                    "during the warm-up round, so timings exclude it)")
     p.add_argument("--mode", choices=("both", "ar", "dflash"), default="both", help="local: which decoders to time")
@@ -60,6 +62,7 @@ def run(args) -> int:
     modes = ("ar", "dflash") if args.mode == "both" else (args.mode,)
     backend = make_backend(args.backend, model=args.model, draft=args.draft, device=args.device, dtype=args.dtype,
                            block_size=args.block_size, max_length=args.max_length, modes=modes, compile=args.compile,
+                           draft_vocab=args.draft_vocab,
                            base_url=args.base_url, api_key=args.api_key, timeout=args.timeout)
     log = lambda text: print(text, file=sys.stderr)  # noqa: E731
     log(f"bench: {len(samples)} prompts from {source}; backend {args.backend}; concurrency {concurrencies}")

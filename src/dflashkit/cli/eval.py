@@ -30,7 +30,7 @@ def run(args) -> int:
     from ..training.evaluate import acceptance
 
     loaded = load(args.model, args.draft, device=args.device, dtype=args.dtype, max_batch=1,
-                  fast_target=False if args.generic_target else None)
+                  fast_target=False if args.generic_target else None, draft_vocab=args.draft_vocab)
     if loaded.draft is None:
         from ..errors import ConfigError
 

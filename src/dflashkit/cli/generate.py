@@ -20,6 +20,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, default=None, help="context length to allocate (prompt + answer)")
     p.add_argument("--generic-target", action="store_true", help="run the target through its transformers forward "
                    "even when the fused Llama/Qwen fast path could (for comparison or debugging)")
+    p.add_argument("--draft-vocab", type=int, default=None, help="draft from the N most frequent tokens only "
+                   "(a cheaper draft LM head, same output; default: as the drafter's token_counts.json suggests, "
+                   "else every token; 0 = every token)")
     p.add_argument("--compile", action="store_true", help="torch.compile the decoder layers: faster GPU decoding "
                    "after a compilation warm-up (tens of seconds); worth it for long runs and servers")
 
@@ -55,7 +58,8 @@ def run(args) -> int:
                             top_k=args.top_k, seed=args.seed, stop=args.stop)
     gen = load(args.model, args.draft, device=args.device, dtype=args.dtype, block_size=args.block_size,
                max_batch=1, max_length=args.max_length, speculative=not args.autoregressive,
-               fast_target=False if args.generic_target else None, compile=args.compile)
+               fast_target=False if args.generic_target else None, compile=args.compile,
+               draft_vocab=args.draft_vocab)
     source = getattr(gen, "draft_source", None) or ""
     if source.startswith("random"):
         print(f"note: the drafter is {source}", file=sys.stderr)

@@ -46,7 +46,8 @@ def run(args) -> int:
     build = functools.partial(load, args.model, args.draft, device=args.device, dtype=args.dtype,
                               block_size=args.block_size, max_batch=args.max_batch, max_length=args.max_length,
                               speculative=not args.no_speculative,
-                              fast_target=False if args.generic_target else None, compile=args.compile)
+                              fast_target=False if args.generic_target else None, compile=args.compile,
+                              draft_vocab=args.draft_vocab)
     if args.engine_thread:
         engine = build()
         info = {"max_length": engine.max_length, "max_batch": engine.max_batch, "speculative": engine.speculative,

@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from ..errors import RequestError
+from ..errors import ConfigError, RequestError
 from ..models.compat import check_compatible
+from ..models.draft_vocab import COUNTS_FILE, auto_size, kept_ids
 from ..models.drafter import DFlashDraft, MaskSpec
 from ..models.target import TargetModel
 from . import sampling
@@ -65,7 +66,7 @@ class Generator:
     def __init__(self, target: TargetModel, draft: DFlashDraft | None = None, tokenizer=None, *,
                  block_size: int | None = None, max_batch: int = 8, max_length: int | None = None,
                  speculative: bool = True, cuda_graphs: bool = True, adaptive_block_size: bool | None = None,
-                 compile: bool = False, prefill_tokens: int = 8192):
+                 compile: bool = False, prefill_tokens: int = 8192, draft_vocab: int | None = None):
         if draft is not None:
             check_compatible(target, draft)
         self.target, self.draft = target, draft
@@ -101,6 +102,30 @@ class Generator:
         self.defer_absorb = True  # single-token steps leave features pending (see _must_absorb)
         self.oracle_accept: int | None = None  # oracle mode: drafts replayed from reference tokens
         self.oracle_force = False
+        self.draft_ids: torch.Tensor | None = None  # pruned draft vocabulary: the kept token ids, sorted
+        self.draft_head: torch.Tensor | None = None  # ... and their rows of the LM head
+        if draft is not None:
+            self._prune_draft_vocab(draft_vocab)
+
+    def _prune_draft_vocab(self, size: int | None) -> None:
+        """Drafts from the most frequent tokens only (models/draft_vocab.py). `size` None: as the drafter's token
+        counts suggest (every token if it ships none); 0: every token; N: the N most frequent."""
+        counts, vocab = self.draft.token_counts, self.target.vocab_size
+        if size == 0 or (size is None and counts is None):
+            return
+        if size is not None and size < 0:
+            raise ConfigError(f"draft_vocab must be >= 0 (0 = the whole vocabulary), got {size}")
+        if counts is None:
+            raise ConfigError(f"draft_vocab {size}: this drafter ships no {COUNTS_FILE} to rank tokens by; "
+                              "use 0 (the whole vocabulary)")
+        if counts.numel() != vocab:
+            raise ConfigError(f"the drafter's token counts cover {counts.numel()} ids, the target has {vocab}")
+        size = auto_size(counts) if size is None else size
+        if size >= vocab:
+            return
+        always = list(self.target.stop_token_ids()) + list(getattr(self.tokenizer, "all_special_ids", None) or [])
+        self.draft_ids = kept_ids(counts, size, always).to(self.device)
+        self.draft_head = self.target.lm_head_weight[self.draft_ids].to(self.draft.dtype)
 
     # ----------------------------------------------------------------- storage
     def _allocate(self) -> None:
@@ -378,12 +403,17 @@ class Generator:
             spec = MaskSpec(q_pos=block_pos, k_pos=keys, k_valid=keys < anchor_pos[:, None])
             noise = target.embed(block, draft.config.input_embedding_scale).to(draft.dtype)
             hidden = draft(noise, block_pos, self.dcache.views(rows, kv_len), spec)
-            draft_logits = draft.logits(hidden[:, 1:], target.lm_head_weight.to(draft.dtype))  # [b, T-1, V]
+            head = self.draft_head if self.draft_head is not None else target.lm_head_weight.to(draft.dtype)
+            draft_logits = draft.logits(hidden[:, 1:], head)  # [b, T-1, V or kept tokens]
             drafts = draft_logits.argmax(-1)
             if not greedy:
                 q = sampling.probs(draft_logits, s)
                 u = self.uniforms[:rows, :size - 1]
                 drafts = torch.where(s.greedy[:, None], drafts, sampling.sample(q, u))
+            if self.draft_ids is not None:  # kept-list positions -> token ids; q onto the whole vocabulary
+                drafts = self.draft_ids[drafts]
+                if q is not None:
+                    q = q.new_zeros(*q.shape[:-1], target.vocab_size).index_copy_(2, self.draft_ids, q)
             if self.oracle_accept is not None:
                 drafts = self._oracle_drafts(anchor_pos, offsets[:size - 1])
             block[:, 1:] = drafts

@@ -17,6 +17,7 @@ from torch import nn
 from ..config import DraftConfig
 from ..errors import ConfigError
 from .attention import gqa_attention
+from .draft_vocab import load_counts, save_counts
 from .layers import RMSNorm, Rotary, SwiGLU, apply_rope
 from .linear import Linear, linear
 
@@ -102,6 +103,7 @@ class DFlashDraft(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary = Rotary(config)
         self._layer_kinds = [(config.layer_is_causal(i), config.layer_window(i)) for i in range(len(self.layers))]
+        self.token_counts: torch.Tensor | None = None  # the target's tokens in the training answers (draft_vocab.py)
 
     # --------------------------------------------------------------- properties
     @property
@@ -199,6 +201,7 @@ class DFlashDraft(nn.Module):
             if tensor.shape != want:
                 raise ConfigError(f"drafter weight {key} has shape {tuple(tensor.shape)}, config implies {tuple(want)}")
         model.load_state_dict(state)
+        model.token_counts = load_counts(directory)
         if dtype is None:
             dtype = next(iter(state.values())).dtype
         return model.to(device=device, dtype=dtype).eval()
@@ -211,4 +214,6 @@ class DFlashDraft(nn.Module):
         self.config.save(directory / "config.json")
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(tensors, str(directory / SAFETENSORS_NAME), metadata={"format": "pt"})
+        if self.token_counts is not None:
+            save_counts(directory, self.token_counts)
         return directory

@@ -17,9 +17,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..models.draft_vocab import count_tokens
 from ..models.loading import load_target, resolve_dtype
 from . import distributed
-from .checkpoint import latest_checkpoint, load_checkpoint, restore_optimizer, save_checkpoint
+from .checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    restore_optimizer,
+    save_checkpoint,
+)
 from .dataset import BatchPlan, SequenceData, collate
 from .draft_init import draft_config, new_draft
 from .features import TargetFeatures
@@ -200,6 +206,9 @@ class _Run:
         summary = {"step": self.state["step"], "elapsed_s": round(self.state["elapsed_s"], 1)}
         if self.env.main:
             export = copy.deepcopy(self.draft).to(resolve_dtype(self.cfg.export_dtype, "cpu")).eval()
+            # which tokens the answers use: lets the engine prune the draft vocabulary (models/draft_vocab.py)
+            export.token_counts = count_tokens((tok[mask] for tok, mask in self.data.items),
+                                               self.features.head_weight.shape[0])
             summary["draft"] = str(export.save_pretrained(self.out / "draft"))
             if self.probe is not None:
                 summary["eval"] = self.probe(self.draft)

@@ -16,7 +16,7 @@ def make_backend(name: str, **options) -> Backend:
         return LocalBackend(model=options.get("model"), draft=options.get("draft"), device=options.get("device"),
                             dtype=options.get("dtype"), block_size=options.get("block_size"),
                             modes=options.get("modes") or ("ar", "dflash"), max_length=options.get("max_length"),
-                            compile=bool(options.get("compile")))
+                            compile=bool(options.get("compile")), draft_vocab=options.get("draft_vocab"))
     if name == "hf":
         from .hf import HFBackend
 

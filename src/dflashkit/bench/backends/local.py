@@ -22,12 +22,13 @@ class LocalBackend(Backend):
 
     def __init__(self, model: str | None = None, draft: str | None = None, device: str | None = None,
                  dtype: str | None = None, block_size: int | None = None, modes=MODES, generator=None,
-                 max_length: int | None = None, compile: bool = False):
+                 max_length: int | None = None, compile: bool = False, draft_vocab: int | None = None):
         bad = [m for m in modes if m not in MODES]
         if bad or not modes:
             raise BenchError(f"unknown local mode(s) {bad or modes}: choose from {', '.join(MODES)}")
         self.model, self.draft, self.device, self.dtype = model, draft, device, dtype
         self.block_size, self.max_length, self.compile = block_size, max_length, compile
+        self.draft_vocab = draft_vocab
         self.modes = tuple(modes)
         self.gen = generator  # tests pass a fake; otherwise loaded in setup()
         self.engine_steps = 0  # batched draft/verify steps run so far (the longest sequence of each call)
@@ -35,7 +36,7 @@ class LocalBackend(Backend):
     def setup(self, concurrencies: list[int]) -> None:
         if self.gen is None:
             self.gen = _load(self.model, self.draft, self.device, self.dtype, self.block_size, max(concurrencies),
-                             self.max_length, self.compile)
+                             self.max_length, self.compile, self.draft_vocab)
         if "dflash" in self.modes and getattr(self.gen, "draft", True) is None:
             raise BenchError("the local backend has no drafter for DFlash mode: pass --draft, or --mode ar")
 
@@ -96,7 +97,7 @@ class LocalBackend(Backend):
                 "dtype": str(getattr(getattr(gen, "target", None), "dtype", self.dtype))}
 
 
-def _load(model, draft, device, dtype, block_size, max_batch, max_length=None, compile=False):
+def _load(model, draft, device, dtype, block_size, max_batch, max_length=None, compile=False, draft_vocab=None):
     try:
         import dflashkit
     except ImportError as exc:
@@ -105,7 +106,7 @@ def _load(model, draft, device, dtype, block_size, max_batch, max_length=None, c
     if load is None:
         raise BenchError("this dflashkit build has no engine (dflashkit.load): use --backend hf or openai")
     options = {"device": device, "dtype": dtype, "block_size": block_size, "max_batch": max_batch,
-               "max_length": max_length, "compile": compile}
+               "max_length": max_length, "compile": compile, "draft_vocab": draft_vocab}
     accepted = inspect.signature(load).parameters
     try:
         return load(model, draft, **{k: v for k, v in options.items() if k in accepted})
