@@ -181,12 +181,15 @@ def bench_qwen3_8b_shape(args) -> dict:
         model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16).eval()
     target = make_target(model, fast=False if args.generic_target else None)
     draft = random_draft(target, num_layers=5, block_size=16)
+    if args.draft_vocab:  # the cost of a pruned draft vocabulary of this size (which ids: irrelevant to the cost)
+        draft.token_counts = torch.zeros(cfg.vocab_size, dtype=torch.long)
+        draft.token_counts[:args.draft_vocab] = 1
     record = {"target": "Qwen3-8B-shaped, random weights", "dtype": "bfloat16", "draft": "5 layers, oracle drafts",
-              "target_path": target.path}
+              "target_path": target.path, "draft_vocab": args.draft_vocab or cfg.vocab_size}
     ctx = args.context
     for c in args.concurrency:
         gen = Generator(target, draft, None, max_batch=c, max_length=ctx + args.max_new_tokens + 64, block_size=16,
-                        compile=args.compile)
+                        compile=args.compile, draft_vocab=args.draft_vocab or 0)
         g = torch.Generator().manual_seed(c)
         prompts = [torch.randint(0, cfg.vocab_size, (ctx,), generator=g).tolist() for _ in range(c)]
         params = SamplingParams(max_new_tokens=args.max_new_tokens, stop_token_ids=[])
@@ -217,6 +220,8 @@ def main() -> int:
     p.add_argument("--tau", type=lambda s: [int(x) for x in s.split(",")], default=[6, 7])
     p.add_argument("--context", type=int, default=1200)
     p.add_argument("--block-size", type=int, default=None)
+    p.add_argument("--draft-vocab", type=int, default=None, help="qwen3-8b-shape: time a pruned draft vocabulary "
+                   "of this many tokens (oracle drafts: acceptance is fixed, only the cost changes)")
     p.add_argument("--ignore-eos", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the target's decoder layers")
     p.add_argument("--generic-target", action="store_true", help="transformers forward instead of the fused fast path")
