@@ -43,7 +43,8 @@ def run(args) -> int:
         longest = max(len(loaded.chat_prompt([{"role": "user", "content": t}])) for turns in samples for t in turns[:1])
         max_length = args.max_length or min(4096, (longest + args.max_new_tokens) * (2 if args.all_turns else 1) + 64)
         gen = Generator(loaded.target, loaded.draft, loaded.tokenizer, block_size=block,
-                        max_batch=min(args.batch_size, len(samples)), max_length=max_length)
+                        max_batch=min(args.batch_size, len(samples)), max_length=max_length,
+                        draft_vocab=args.draft_vocab)
         turns = max(len(s) for s in samples) if args.all_turns else 1
         answers: list[list[str]] = [[] for _ in samples]
         per_turn = []
