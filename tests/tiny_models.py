@@ -97,3 +97,22 @@ def check_greedy_on_both_paths(model, label: str) -> None:
         got = oracle.generate(prompts, params, references=expected)
         assert [r.token_ids for r in got] == expected, (label, target.path, "oracle")
         assert max(max(r.acceptance_lengths) for r in got) == 4
+
+
+def assert_same_forward(generic, fast, *args, **kwargs):
+    """One forward on both target paths (float64): logits, features and every cache layer agree to 1e-10.
+    Returns the fast path's (logits, features)."""
+    tol = {"rtol": 0, "atol": 1e-10}
+    with torch.inference_mode():
+        (lg, fg), (lf, ff) = generic.forward(*args, **kwargs), fast.forward(*args, **kwargs)
+    torch.testing.assert_close(lf, lg, **tol)
+    if kwargs.get("layer_ids") is None:
+        assert fg is None and ff is None
+    else:
+        torch.testing.assert_close(ff, fg, **tol)
+    for i in range(generic.num_layers):
+        assert (fast.state.k[i] is None) == (generic.state.k[i] is None), i  # KV-sharing layers hold none
+        if generic.state.k[i] is not None:
+            torch.testing.assert_close(fast.state.k[i], generic.state.k[i], **tol)
+            torch.testing.assert_close(fast.state.v[i], generic.state.v[i], **tol)
+    return lf, ff

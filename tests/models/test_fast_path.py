@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from tiny_models import check_greedy_on_both_paths, random_prompts, reference_greedy, tiny_hf
+from tiny_models import assert_same_forward, check_greedy_on_both_paths, random_prompts, reference_greedy, tiny_hf
 
 from dflashkit import Generator, SamplingParams
 from dflashkit.errors import ConfigError
@@ -25,7 +25,6 @@ VARIANTS = {
     "qwen3": ("qwen3", {}),
     "mistral": ("mistral", {}),
 }
-TOL = {"rtol": 0, "atol": 1e-10}  # float64: the two paths differ only by summation order, if at all
 
 
 def _model(variant: str, seed: int = 0):
@@ -49,18 +48,7 @@ def _pair(variant: str, batch: int = 4, capacity: int = 300):
 
 
 def _same(generic, fast, *args, **kwargs):
-    """Run one forward on both paths; logits, features and every cache layer must agree."""
-    with torch.inference_mode():
-        (lg, fg), (lf, ff) = generic.forward(*args, **kwargs), fast.forward(*args, **kwargs)
-    torch.testing.assert_close(lf, lg, **TOL)
-    if kwargs.get("layer_ids") is None:
-        assert fg is None and ff is None
-    else:
-        torch.testing.assert_close(ff, fg, **TOL)
-    for i in range(generic.num_layers):
-        torch.testing.assert_close(fast.state.k[i], generic.state.k[i], **TOL)
-        torch.testing.assert_close(fast.state.v[i], generic.state.v[i], **TOL)
-    return lf
+    return assert_same_forward(generic, fast, *args, **kwargs)[0]
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
