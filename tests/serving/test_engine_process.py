@@ -19,7 +19,7 @@ MESSAGES = [{"role": "user", "content": "Say hello."}]
 
 @pytest.fixture(scope="module")
 def process_server():
-    engine = EngineProcess(functools.partial(slow_tiny_generator, 0.002, max_batch=8))
+    engine = EngineProcess(functools.partial(slow_tiny_generator, 0.005, max_batch=8))
     assert engine.launch()["max_batch"] == 8
     with live_server(engine, api_key=API_KEY) as (url, app):
         yield url, app, engine
