@@ -94,7 +94,8 @@ class LocalBackend(Backend):
                 "draft": getattr(gen, "draft_source", None) or self.draft or "default",
                 "block_size": getattr(gen, "block_size", self.block_size),
                 "device": str(device), "device_name": device_name(device) if device is not None else None,
-                "dtype": str(getattr(getattr(gen, "target", None), "dtype", self.dtype))}
+                "dtype": str(getattr(getattr(gen, "target", None), "dtype", self.dtype)),
+                "draft_vocab": _draft_vocab(gen)}
 
 
 def _load(model, draft, device, dtype, block_size, max_batch, max_length=None, compile=False, draft_vocab=None):
@@ -128,3 +129,12 @@ def _record(sample_id: str, turn: int, result, speculative: bool) -> RequestReco
         completion_tokens=result.completion_tokens, latency_s=result.elapsed_s, ttft_s=result.ttft_s,
         acceptance_lengths=list(result.acceptance_lengths) if speculative else None,
         finish_reason=result.finish_reason, text=result.text)
+
+
+def _draft_vocab(gen) -> int | None:
+    """Tokens the drafter may propose (a pruned draft vocabulary keeps fewer than the target has)."""
+    ids = getattr(gen, "draft_ids", None)
+    if ids is not None:
+        return int(ids.numel())
+    target = getattr(gen, "target", None)
+    return getattr(target, "vocab_size", None)
