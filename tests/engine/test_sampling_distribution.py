@@ -79,17 +79,18 @@ def _rows(s: BatchSampling, n: int) -> BatchSampling:
                          s.all_greedy, s.needs_filter)
 
 
-@pytest.mark.parametrize("temperature,top_p,top_k", [(1.0, 1.0, 0), (0.7, 0.9, 0), (1.3, 1.0, 5), (0.9, 0.8, 6)])
-def test_dflash_samples_match_target_distribution(temperature, top_p, top_k):
-    vocab = 12
-    target, reference = build_tiny("qwen3", seed=1, vocab=vocab)
-    torch.manual_seed(0)
+def sharp_draft(target):
+    """A random drafter, sharpened so that acceptance is neither ~0 nor ~1."""
     draft = random_draft(target, num_layers=1, block_size=4, seed=2)
-    with torch.no_grad():  # a sharper drafter: acceptance is neither ~0 nor ~1
+    with torch.no_grad():
         draft.norm.weight.mul_(4.0)
-    gen = Generator(target, draft, block_size=4, max_batch=64, max_length=32)
+    return draft
+
+
+def check_samples_match_target(gen, reference, params: SamplingParams, vocab: int) -> None:
+    """3,000 samples of 3 tokens from one prompt follow the exact target marginals (chi-square), and some
+    drafts were accepted (so more than the rejection path was tested)."""
     prompt = [3, 1, 4, 1, 5]
-    params = SamplingParams(max_new_tokens=3, temperature=temperature, top_p=top_p, top_k=top_k)
     results = gen.generate([prompt] * 3000, params)
     samples = torch.tensor([r.token_ids for r in results])
     s = BatchSampling.build([params], "cpu")
@@ -97,6 +98,16 @@ def test_dflash_samples_match_target_distribution(temperature, top_p, top_k):
         assert _chi2_pvalue(samples[:, position], exact) > ALPHA, f"token {position + 1}"
     accepted = [a for r in results for a in r.acceptance_lengths]
     assert 1 < max(accepted), "the rejection path alone was tested; the drafter never got accepted"
+
+
+@pytest.mark.parametrize("temperature,top_p,top_k", [(1.0, 1.0, 0), (0.7, 0.9, 0), (1.3, 1.0, 5), (0.9, 0.8, 6)])
+def test_dflash_samples_match_target_distribution(temperature, top_p, top_k):
+    vocab = 12
+    target, reference = build_tiny("qwen3", seed=1, vocab=vocab)
+    torch.manual_seed(0)
+    gen = Generator(target, sharp_draft(target), block_size=4, max_batch=64, max_length=32)
+    params = SamplingParams(max_new_tokens=3, temperature=temperature, top_p=top_p, top_k=top_k)
+    check_samples_match_target(gen, reference, params, vocab)
 
 
 def test_seed_reproducible_regardless_of_batch():

@@ -38,6 +38,7 @@ def run(args) -> int:
     from ..errors import ConfigError
     from ..models.loading import DEFAULT_TARGET
     from ..serving.app import ServerConfig, create_app
+    from ..serving.engine_core import describe
     from ..serving.engine_process import EngineProcess
 
     for name in ("port", "max_batch", "max_queue", "max_body_bytes"):
@@ -50,8 +51,7 @@ def run(args) -> int:
                               draft_vocab=args.draft_vocab)
     if args.engine_thread:
         engine = build()
-        info = {"max_length": engine.max_length, "max_batch": engine.max_batch, "speculative": engine.speculative,
-                "draft_source": getattr(engine, "draft_source", None)}
+        info = describe(engine)
     else:
         engine = EngineProcess(build)
         info = engine.launch()  # loads the model in the engine process; its errors surface here

@@ -98,7 +98,6 @@ class Generator:
                     layer.compile(dynamic=False)
         self.profile: dict[str, float] | None = None  # set to {} to collect per-phase times (adds syncs)
         self.last_block_size = self.block_size
-        self.emit_text = True  # Update.text deltas (streaming); generate() without a callback turns it off
         self.defer_absorb = True  # single-token steps leave features pending (see _must_absorb)
         self.oracle_accept: int | None = None  # oracle mode: drafts replayed from reference tokens
         self.oracle_force = False
@@ -264,7 +263,7 @@ class Generator:
         return updates
 
     def _update(self, seq: Sequence, kept: list[int]) -> Update:
-        text = seq.text_delta() if self.emit_text and seq.stream_text else ""  # detokenising costs host time
+        text = seq.text_delta() if seq.stream_text else ""  # detokenising costs host time every step
         return Update(seq.id, kept, text, seq.finished, seq.finish_reason)
 
     def _admit(self) -> list[Update]:
@@ -473,15 +472,16 @@ class Generator:
             params = [params or SamplingParams()] * len(prompts)
         if len(params) != len(prompts):
             raise RequestError(f"{len(prompts)} prompts but {len(params)} sampling settings")
-        previous, emit = self.speculative, self.emit_text
-        self.emit_text = on_update is not None
+        previous = self.speculative
         if speculative is not None:
             if speculative and self.draft is None:
                 raise RequestError("speculative decoding needs a drafter")
             self.speculative = speculative and self.block_size > 1
         try:
             refs = references or [None] * len(prompts)
-            ids = [self.add_request(p, q, r) for p, q, r in zip(prompts, params, refs, strict=True)]
+            streamed = on_update is not None  # without a callback nobody reads the text deltas
+            ids = [self.add_request(p, q, r, stream_text=streamed)
+                   for p, q, r in zip(prompts, params, refs, strict=True)]
             bar = None
             if progress:
                 from tqdm.auto import tqdm
@@ -504,7 +504,7 @@ class Generator:
                 bar.close()
             return [self.pop_result(i) for i in ids]
         finally:
-            self.speculative, self.emit_text = previous, emit
+            self.speculative = previous
 
     def stream(self, prompt_ids: list[int], params: SamplingParams | None = None) -> Iterator[Update]:
         """Yield updates of one request as they are produced (other queued requests advance too)."""

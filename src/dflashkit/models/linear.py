@@ -26,10 +26,11 @@ _MKL_X86 = torch.backends.mkl.is_available() and platform.machine().lower() in (
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """F.linear, same result up to float rounding."""
+    if MODE != "auto" or not _MKL_X86 or x.device.type != "cpu" or x.dtype != weight.dtype:
+        return F.linear(x, weight, bias)
     width = x.shape[-1]
     rows = x.numel() // width if width else 0
-    if (MODE != "auto" or not _MKL_X86 or x.device.type != "cpu" or not 0 < rows <= SKINNY_MAX_ROWS.get(x.dtype, 0)
-            or x.dtype != weight.dtype):
+    if not 0 < rows <= SKINNY_MAX_ROWS.get(x.dtype, 0):
         return F.linear(x, weight, bias)
     flat = x.reshape(rows, width)
     if rows == 1:

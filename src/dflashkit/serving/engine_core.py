@@ -36,6 +36,12 @@ Batch = list[tuple[int, Event]]
 Command = tuple[str, int | None, EngineRequest | None]  # ("add" | "abort" | "stop", request id, request)
 
 
+def describe(gen) -> dict:
+    """What the HTTP side needs to know of the engine (it may live in another process)."""
+    return {"max_length": gen.max_length, "max_batch": gen.max_batch, "speculative": gen.speculative,
+            "draft_source": getattr(gen, "draft_source", None)}
+
+
 class EngineCore:
     def __init__(self, gen, sink: Callable[[Batch], None]):
         self.gen, self.sink = gen, sink

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 
-from .engine_core import Batch, Command, EngineCore, Event
+from .engine_core import Batch, Command, EngineCore, Event, describe
 from .engine_process import EngineProcess
 from .errors import APIError
 from .metrics import Metrics
@@ -61,7 +61,7 @@ class EngineThread:
 
     def __init__(self, gen):
         self.gen = gen
-        self.info = {"max_length": gen.max_length, "max_batch": gen.max_batch, "speculative": gen.speculative}
+        self.info = describe(gen)
         self._inbox: queue.Queue[Command] = queue.Queue()
         self._thread: threading.Thread | None = None
 

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 
 from ..errors import ConfigError, DFlashError
-from .engine_core import Command, EngineCore
+from .engine_core import Command, EngineCore, describe
 
 log = logging.getLogger("dflashkit.serve")
 
@@ -110,8 +110,7 @@ def engine_process_main(build: Callable[[], object], commands, events) -> None:
     except BaseException as exc:  # noqa: BLE001  (reported to the server, which fails with it)
         events.send(("failed", (f"{type(exc).__name__}: {exc}", isinstance(exc, DFlashError))))
         return
-    events.send(("ready", {"max_length": gen.max_length, "max_batch": gen.max_batch, "speculative": gen.speculative,
-                           "draft_source": getattr(gen, "draft_source", None)}))
+    events.send(("ready", describe(gen)))
 
     def receive(block: bool) -> list[Command]:
         try:

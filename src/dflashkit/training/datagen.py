@@ -48,7 +48,6 @@ def run_datagen(gen: Generator, conversations: list[list[str]], out_dir, encode:
     running: dict[int, _Job] = {}
     bar = _bar(progress, len(conversations), len(conversations) - sum(st.pending for st in shards.values()))
     stats = {"rows": 0, "response_tokens": 0, "skipped_long": 0, "written": 0, "timed_out": False}
-    gen.emit_text = False
     gen.admit_min = max(1, gen.max_batch // 8)  # refill in groups: one eager prefill per many finished answers
     over = lambda: time_budget_s is not None and time.time() - start > time_budget_s  # noqa: E731
 
@@ -70,7 +69,7 @@ def run_datagen(gen: Generator, conversations: list[list[str]], out_dir, encode:
                 finish_conv(job)  # later turns would be longer still
                 continue
             p = params if params.greedy or params.seed is None else _reseed(params, job)
-            running[gen.add_request(job.prompt, p)] = job
+            running[gen.add_request(job.prompt, p, stream_text=False)] = job
         for update in gen.step():
             if not update.finished:
                 continue
