@@ -200,8 +200,10 @@ def bench_qwen3_8b_shape(args) -> dict:
             gen.set_oracle(tau, force=True)
             fl = run_engine(gen, prompts, params, speculative=True, references=refs, repeats=1)
             gen.set_oracle(None)
-            entry[f"dflash_tau{tau}"] = strip(fl)
-            entry[f"speedup_tau{tau}"] = fl["tokens_per_s"] / ar["tokens_per_s"]
+            name = f"{tau:g}"
+            entry[f"dflash_tau{name}"] = strip(fl)
+            entry[f"speedup_tau{name}"] = fl["tokens_per_s"] / ar["tokens_per_s"]
+            entry[f"decode_speedup_tau{name}"] = ar["ms_per_token_median"] / fl["ms_per_token_median"]
         record[f"c{c}"] = entry
         print(json.dumps({f"c{c}": entry}), flush=True)
         del gen
@@ -217,7 +219,8 @@ def main() -> int:
     p.add_argument("--draft", default=None)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32])
-    p.add_argument("--tau", type=lambda s: [int(x) for x in s.split(",")], default=[6, 7])
+    p.add_argument("--tau", type=lambda s: [float(x) for x in s.split(",")], default=[6, 7],
+                   help="oracle acceptance lengths (qwen3-8b-shape); a fraction alternates the nearest whole ones")
     p.add_argument("--context", type=int, default=1200)
     p.add_argument("--block-size", type=int, default=None)
     p.add_argument("--draft-vocab", type=int, default=None, help="qwen3-8b-shape: time a pruned draft vocabulary "

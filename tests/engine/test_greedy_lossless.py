@@ -139,6 +139,20 @@ def test_forced_oracle_commits_exactly_tau_tokens():
         assert r.acceptance_lengths[:-1] == [5] * (len(r.acceptance_lengths) - 1)
 
 
+def test_forced_fractional_oracle_alternates_whole_lengths():
+    """tau 4.5 commits 4, 5, 4, 5, ... tokens per step, so the mean sits on the chosen tau."""
+    target, _ = build_tiny("llama", seed=13)
+    gen = Generator(target, random_draft(target), block_size=8, max_batch=2, max_length=128)
+    prompts = random_prompts(2, seed=4)
+    fake = [[(7 * i) % 96 for i in range(60)] for _ in prompts]
+    gen.set_oracle(4.5, force=True)
+    results = gen.generate(prompts, SamplingParams(max_new_tokens=55), references=fake)
+    for r, ref in zip(results, fake):
+        assert r.token_ids[1:] == ref[1:55]
+        whole = r.acceptance_lengths[:-1]  # the last step may be cut by max_new_tokens
+        assert len(whole) >= 8 and whole == [4, 5] * (len(whole) // 2) + [4] * (len(whole) % 2)
+
+
 def test_gemma2_softcapped_attention_is_lossless():
     target, reference = build_tiny("gemma2", seed=14)
     gen = Generator(target, random_draft(target), block_size=8, max_batch=2, max_length=128)

@@ -9,17 +9,21 @@ import pytest
 from dflashkit.cli.main import build_parser
 from dflashkit.cli.train import config_from_args
 from dflashkit.errors import ConfigError
+from dflashkit.training.train_config import TrainConfig
 
 
 def test_train_flags_override_json_which_overrides_defaults(tmp_path):
     path = tmp_path / "train.json"
     path.write_text(json.dumps({"lr": 1e-4, "anchors": 64, "num_layers": 5}))
     args = build_parser().parse_args(["train", "--config", str(path), "--data", "d1", "d2", "--lr", "2e-3",
-                                      "--target-layer-ids", "1,5,9", "--no-resume", "--time-budget-s", "60"])
+                                      "--target-layer-ids", "1,5,9", "--no-resume", "--time-budget-s", "60",
+                                      "--loss-vocab", "-1"])
     cfg = config_from_args(args)
     assert cfg.lr == 2e-3 and cfg.anchors == 64 and cfg.num_layers == 5 and cfg.block_size == 16
     assert cfg.data == ["d1", "d2"] and cfg.target_layer_ids == [1, 5, 9] and cfg.resume is False
-    assert cfg.time_budget_s == 60.0
+    assert cfg.time_budget_s == 60.0 and cfg.loss_vocab == -1
+    with pytest.raises(ConfigError, match="loss_vocab"):
+        TrainConfig(data=["d"], loss_vocab=-2).validate()
 
 
 def test_unknown_json_keys_are_named(tmp_path):

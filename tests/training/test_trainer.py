@@ -46,10 +46,26 @@ def test_loss_decreases_on_a_tiny_target(tiny_data, tmp_path):
     assert losses[-1] < losses[0] - 0.2, losses
 
 
-def test_resume_after_a_kill_equals_an_uninterrupted_run(tiny_data, tmp_path):
+def test_loss_over_a_pruned_vocabulary_learns_and_exports_the_same_drafter(tiny_data, tmp_path):
+    """--loss-vocab 8 of the answers' 17 distinct tokens: ~9% of labels leave the loss, the drafter still learns."""
     data, model, tok = tiny_data
-    train(config(data, tmp_path / "straight"), target=(model, tok))
-    cut = config(data, tmp_path / "cut")
+    summary = train(config(data, tmp_path, max_steps=24, log_every=4, save_every=100, loss_vocab=8),
+                    target=(model, tok))
+    rows = log_rows(tmp_path)
+    assert [r["loss_vocab"] for r in rows if r.get("event") == "start"] == [8]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert losses[-1] < losses[0] - 0.2, losses
+    assert all(0.5 < r["in_vocab"] < 1.0 for r in rows if "loss" in r)
+    assert json.loads((tmp_path / "train_config.json").read_text())["loss_vocab"] == 8
+    draft = DFlashDraft.from_pretrained(summary["draft"])  # the published format, the whole head's width
+    assert draft.config.vocab_size == model.config.vocab_size and draft.token_counts.numel() == draft.config.vocab_size
+
+
+@pytest.mark.parametrize("loss_vocab", [0, 8])
+def test_resume_after_a_kill_equals_an_uninterrupted_run(tiny_data, tmp_path, loss_vocab):
+    data, model, tok = tiny_data
+    train(config(data, tmp_path / "straight", loss_vocab=loss_vocab), target=(model, tok))
+    cut = config(data, tmp_path / "cut", loss_vocab=loss_vocab)
     assert train(cut, target=(model, tok), halt_after=4) == {"halted_at": 4}
     assert latest_checkpoint(tmp_path / "cut").name == "step-0000004"
     train(cut, target=(model, tok))  # picks up the step-4 checkpoint
@@ -122,3 +138,16 @@ def test_exported_drafter_carries_the_answers_token_counts(tiny_data, tmp_path):
     answers = [tok[mask] for tok, mask in SequenceData([str(data)]).items]
     assert int(draft.token_counts.sum()) == sum(len(a) for a in answers)  # response tokens only, none lost
     assert all(int(draft.token_counts[i]) > 0 for a in answers for i in a.tolist())
+
+
+def test_loss_vocabulary_is_the_engines_draft_vocabulary(tiny_data, tmp_path):
+    from dflashkit.training.distributed import Dist
+    from dflashkit.training.trainer import _Run
+
+    data, model, tok = tiny_data
+    summary = train(config(data, tmp_path, max_steps=1, loss_vocab=8), target=(model, tok))
+    run = _Run(config(data, tmp_path, loss_vocab=8, eval_num=0), Dist(device=torch.device("cpu")), (model, tok))
+    ours = (run.objective.remap >= 0).nonzero().flatten()
+    gen = Generator(TargetModel(copy.deepcopy(model), tok), DFlashDraft.from_pretrained(summary["draft"]).float(),
+                    tok, max_batch=1, max_length=64, draft_vocab=8)
+    assert torch.equal(ours, gen.draft_ids.cpu()) and len(ours) == 8

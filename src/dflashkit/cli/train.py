@@ -22,6 +22,8 @@ HELP = {
     "anchors": "blocks per sequence per step (at most)",
     "gamma": "loss decay over block offsets (default 7 for block 16, 4 for block 8)",
     "max_len": "truncate sequences to this many tokens",
+    "loss_vocab": "loss over the N most frequent answer tokens plus specials (cheaper head + CE; the engine's "
+                  "pruned draft vocabulary); 0: all tokens, -1: auto (fewest covering 99%%, as the engine)",
     "batch_size": "sequences per micro-batch per GPU",
     "grad_accum": "micro-batches per optimizer step",
     "epochs": "stop after this many passes over the data",

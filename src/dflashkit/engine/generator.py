@@ -8,6 +8,7 @@ accepted counts and tokens of every row, read together.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -100,6 +101,8 @@ class Generator:
         self.last_block_size = self.block_size
         self.defer_absorb = True  # single-token steps leave features pending (see _must_absorb)
         self.oracle_accept: int | None = None  # oracle mode: drafts replayed from reference tokens
+        self.oracle_tau: float | None = None
+        self._oracle_steps = 0
         self.oracle_force = False
         self.draft_ids: torch.Tensor | None = None  # pruned draft vocabulary: the kept token ids, sorted
         self.draft_head: torch.Tensor | None = None  # ... and their rows of the LM head
@@ -154,17 +157,25 @@ class Generator:
         self._allocated = True
 
     # ----------------------------------------------------------------- requests
-    def set_oracle(self, tau: int | None, force: bool = False) -> None:
+    def set_oracle(self, tau: float | None, force: bool = False) -> None:
         """Benchmark the engine itself: drafts replay each request's `reference` tokens, cut after tau - 1.
 
         Without `force` the target still judges the drafts (a test of verification: a correct reference
         gives exactly tau tokens per step). With `force` exactly tau are committed whatever the target
         says: for timing the engine at a chosen tau on random-weight targets, whose near-flat bf16
-        logits make any replay disagree. Drafter and target still run in full either way."""
+        logits make any replay disagree. Drafter and target still run in full either way.
+        A fractional tau (6.5) alternates the two nearest whole lengths so that their running mean stays on it."""
         if tau is not None and not 1 <= tau <= self.block_size:
             raise RequestError(f"oracle tau must be in 1..{self.block_size}")
-        self.oracle_accept = None if tau is None else tau - 1
+        self.oracle_tau, self._oracle_steps = tau, 0
+        self.oracle_accept = None if tau is None else math.floor(tau) - 1
         self.oracle_force = force and tau is not None
+
+    def _next_oracle_accept(self) -> None:
+        """This step's whole length: step n commits floor((n+1) tau) - floor(n tau) tokens."""
+        n, tau = self._oracle_steps, self.oracle_tau
+        self.oracle_accept = math.floor((n + 1) * tau + 1e-9) - math.floor(n * tau + 1e-9) - 1
+        self._oracle_steps += 1
 
     def add_request(self, prompt_ids: list[int], params: SamplingParams | None = None,
                     reference: list[int] | None = None, stream_text: bool = True) -> int:
@@ -241,6 +252,8 @@ class Generator:
             if not greedy:
                 self._fill_uniforms(seqs, 2 * size)
             absorb = self._must_absorb(running, size)
+            if self.oracle_tau is not None and self.speculative:
+                self._next_oracle_accept()
             key = (rows, kv_len, size, greedy, filtered, absorb, self.speculative, self.oracle_accept,
                    self.oracle_force)
             self._tick("other")

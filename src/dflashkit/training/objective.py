@@ -2,6 +2,8 @@
 
 Early offsets matter most (a wrong token k ends acceptance there), so offset k >= 1 is weighted
 exp(-(k-1)/gamma). The target's embedding and LM head are frozen, shared, and kept out of the parameters.
+With a pruned loss vocabulary (`kept` ids, models/draft_vocab.py) logits cover those rows of the head only: the
+head matmul and the fp32 softmax shrink with it, and the drafter learns the choice the pruned engine makes.
 """
 
 from __future__ import annotations
@@ -32,11 +34,16 @@ class BlockObjective(nn.Module):
     """Wraps the drafter (its only parameters); forward returns (loss, detached stats)."""
 
     def __init__(self, draft: DFlashDraft, embed_weight: torch.Tensor, head_weight: torch.Tensor,
-                 gamma: float | None = None):
+                 gamma: float | None = None, kept: torch.Tensor | None = None):
         super().__init__()
         self.draft = draft
         # frozen target tensors: plain attributes, so DDP neither broadcasts nor reduces them
         self.frozen = {"embed": embed_weight.detach(), "head": head_weight.detach()}
+        self.remap: torch.Tensor | None = None  # pruned loss vocabulary: vocab id -> row of the kept head, -1 dropped
+        if kept is not None:
+            kept = kept.to(head_weight.device)
+            self.frozen["head"] = head_weight.detach()[kept]  # taken once, not per step
+            self.remap = label_remap(kept, head_weight.shape[0])
         t = draft.config.block_size
         self.weights = offset_weights(t, gamma if gamma is not None else default_gamma(t))
 
@@ -51,18 +58,36 @@ class BlockObjective(nn.Module):
         noise = F.embedding(blocks.input_ids, self.frozen["embed"]).float() * draft.config.input_embedding_scale
         with planned_attention_off():
             hidden = draft_blocks(draft, noise, blocks.positions, ctx_kv, masks)  # [B, Q, hidden]
-        sel = blocks.label_mask
-        logits = draft.logits(hidden[sel], self.frozen["head"])  # [N, vocab], N = labelled slots only
-        labels = blocks.labels[sel]
+        sel, labels = blocks.label_mask, blocks.labels
+        in_loss = sel
+        if self.remap is not None:  # a label the pruned vocabulary drops is left out: no draft could propose it
+            labels = self.remap[labels]
+            in_loss = sel & (labels >= 0)
+        logits = draft.logits(hidden[in_loss], self.frozen["head"])  # [N, vocab or kept], N = slots in the loss
+        labels = labels[in_loss]
         ce = F.cross_entropy(logits.float(), labels, reduction="none")
         t = draft.config.block_size
         offset = torch.arange(sel.shape[1], device=sel.device) % t
-        w = self.weights.to(sel.device)[offset][None].expand_as(sel)[sel]
+        w = self.weights.to(sel.device)[offset][None].expand_as(sel)[in_loss]
         loss = (ce * w).sum() / w.sum().clamp(min=1e-6)
         with torch.no_grad():
-            stats = block_stats(logits.argmax(-1) == labels, sel, t)
+            correct = logits.argmax(-1) == labels
+            if self.remap is not None:  # ... but still a wrong draft: acc and tau stay comparable to full runs
+                full = torch.zeros_like(sel)
+                full[in_loss] = correct
+                correct = full[sel]
+            stats = block_stats(correct, sel, t)
             stats["ce"] = ce.mean() if ce.numel() else ce.sum()
+            if self.remap is not None:
+                stats["in_vocab"] = in_loss.sum() / sel.sum().clamp(min=1)  # share of labels the loss covers
         return loss, stats
+
+
+def label_remap(kept: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """[vocab] lookup: id -> its index in `kept` (any order), -1 for ids left out."""
+    table = torch.full((vocab_size,), -1, dtype=torch.long, device=kept.device)
+    table[kept] = torch.arange(kept.numel(), device=kept.device)
+    return table
 
 
 def block_stats(correct: torch.Tensor, sel: torch.Tensor, block_size: int) -> dict[str, torch.Tensor]:

@@ -24,6 +24,7 @@ class TrainConfig:
     anchors: int = 128  # blocks per sequence (at most)
     gamma: float | None = None  # loss decay over offsets; None: 7 for block 16, 4 for block 8
     max_len: int = 2048  # tokens per sequence (prompt + response), truncated beyond
+    loss_vocab: int = 0  # loss over the N most frequent answer tokens (+ specials); 0: all, -1: auto (99% coverage)
     # optimisation
     batch_size: int = 16  # sequences per micro-batch per rank
     grad_accum: int = 1
@@ -57,6 +58,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.block_size < 2:
             raise ConfigError(f"block_size must be >= 2, got {self.block_size}")
+        if self.loss_vocab < -1:
+            raise ConfigError(f"loss_vocab must be >= -1 (0 = the whole vocabulary, -1 = auto), got {self.loss_vocab}")
         if self.init not in ("target", "random"):
             raise ConfigError(f"init must be 'target' or 'random', got {self.init!r}")
         return self

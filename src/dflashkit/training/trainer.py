@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..models.draft_vocab import count_tokens
+from ..models.draft_vocab import auto_size, count_tokens, kept_ids
 from ..models.loading import load_target, resolve_dtype
+from ..models.target import TargetBase
 from . import distributed
 from .checkpoint import (
     latest_checkpoint,
@@ -79,7 +80,11 @@ class _Run:
             self.state = {"step": 0, "total_steps": None, "elapsed_s": 0.0}
         self.draft = self.draft.to(self.dev).train()
         self.features = TargetFeatures(hf_model, self.draft.target_layer_ids)
-        self.objective = BlockObjective(self.draft, self.features.embed_weight, self.features.head_weight, cfg.gamma)
+        self.data = SequenceData(cfg.data, cfg.max_len)
+        self.token_counts: torch.Tensor | None = None  # of the answers' tokens: the pruned vocabularies rank by them
+        kept = self._loss_ids()
+        self.objective = BlockObjective(self.draft, self.features.embed_weight, self.features.head_weight, cfg.gamma,
+                                        kept)
         if env.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -90,7 +95,6 @@ class _Run:
         if ckpt is not None:
             restore_optimizer(self.opt, self.state)
 
-        self.data = SequenceData(cfg.data, cfg.max_len)
         self.plan = BatchPlan(self.data.lengths, cfg.batch_size, cfg.seed, env.rank, env.world)
         self.max_steps = cfg.max_steps
         if cfg.epochs is not None:
@@ -102,7 +106,8 @@ class _Run:
             self.log.write(event="start", resumed_from=str(ckpt) if ckpt else None, step=self.state["step"],
                            sequences=len(self.data), response_tokens=self.data.response_tokens,
                            draft_params=sum(p.numel() for p in self.draft.parameters()), world=env.world,
-                           device=str(self.dev), batches_per_epoch=self.plan.per_rank)
+                           device=str(self.dev), batches_per_epoch=self.plan.per_rank,
+                           loss_vocab=int(kept.numel()) if kept is not None else self.features.head_weight.shape[0])
         self.probe = self._tau_probe() if env.main else None
 
     # ------------------------------------------------------------------ loop
@@ -207,8 +212,7 @@ class _Run:
         if self.env.main:
             export = copy.deepcopy(self.draft).to(resolve_dtype(self.cfg.export_dtype, "cpu")).eval()
             # which tokens the answers use: lets the engine prune the draft vocabulary (models/draft_vocab.py)
-            export.token_counts = count_tokens((tok[mask] for tok, mask in self.data.items),
-                                               self.features.head_weight.shape[0])
+            export.token_counts = self._counts()
             summary["draft"] = str(export.save_pretrained(self.out / "draft"))
             if self.probe is not None:
                 summary["eval"] = self.probe(self.draft)
@@ -216,6 +220,25 @@ class _Run:
             self.log.close()
         self.env.barrier()  # ranks leave together: tearing gloo down while rank 0 still exports aborts the peer
         return summary
+
+    def _counts(self) -> torch.Tensor:
+        """Occurrences of each token id in the training answers (a pure function of the data: equal on all ranks)."""
+        if self.token_counts is None:
+            self.token_counts = count_tokens((tok[mask] for tok, mask in self.data.items),
+                                             self.features.head_weight.shape[0])
+        return self.token_counts
+
+    def _loss_ids(self) -> torch.Tensor | None:
+        """Ids the loss covers (None: all), chosen as the engine chooses its draft vocabulary from the same counts."""
+        size = self.cfg.loss_vocab
+        if size == 0:
+            return None
+        counts = self._counts()
+        size = auto_size(counts) if size < 0 else size
+        if size >= counts.numel():
+            return None
+        stops = TargetBase(self.hf_model, self.tokenizer).stop_token_ids()
+        return kept_ids(counts, size, stops + list(getattr(self.tokenizer, "all_special_ids", None) or []))
 
     def _tau_probe(self):
         from .evaluate import TauProbe
