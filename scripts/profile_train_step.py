@@ -8,6 +8,7 @@ Synchronises the device between phases (so the total is a little above a real st
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
@@ -28,6 +29,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, nargs="+", default=[16])
     p.add_argument("--anchors", type=int, nargs="+", default=[128])
     p.add_argument("--num-layers", type=int, default=3)
+    p.add_argument("--loss-vocab", type=int, nargs="+", default=[0], help="0 full, -1 auto, N kept tokens")
     p.add_argument("--max-len", type=int, default=1024)
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--kernels", type=int, default=0, help="also print the top-N GPU kernels of one step (torch.profiler)")
@@ -35,44 +37,64 @@ def main() -> None:
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     run = None
-    for bs in args.batch_size:
-        for anchors in args.anchors:
-            cfg = TrainConfig(data=[args.data], out="/tmp/profile-train", target=args.target,
-                              num_layers=args.num_layers, anchors=anchors, batch_size=bs, max_len=args.max_len,
-                              resume=False, eval_num=0, tensorboard=False)
-            target = None if run is None else (run.hf_model, run.tokenizer)
-            run = _Run(cfg, Dist(device=dev), target)
-            times: dict[str, list[float]] = {}
-            for step in range(args.steps):
-                lap = _Laps(sync)
-                _, idx = run.plan.indices(step)
-                tokens, _, blocks = collate(run.data, idx, anchors, run.draft.block_size, run.draft.mask_token_id,
-                                            step)
-                lap("collate")
-                feats = run.features(tokens.to(dev))
-                blocks = blocks.to(dev)
-                lap("features")
-                masks = layer_masks(run.draft, blocks.anchors, tokens.shape[1])
-                lap("masks")
-                with run._autocast():
-                    loss, _ = run.model(feats, blocks, masks)
-                lap("forward")
-                loss.backward()
-                lap("backward")
-                run.opt.step()
-                run.opt.zero_grad(set_to_none=True)
-                lap("optimizer")
-                t = lap.times
-                if step >= 2:  # warm-up
-                    for k, v in t.items():
-                        times.setdefault(k, []).append(v * 1000)
-            if args.kernels and dev.type == "cuda":
-                _kernel_table(run, anchors, args.kernels)
-            med = {k: round(statistics.median(v), 1) for k, v in times.items()}
-            med["total"] = round(sum(med.values()), 1)
-            drafted = bs * anchors * run.draft.block_size
-            print(json.dumps({"batch": bs, "anchors": anchors, "ms": med, "peak_gb": _peak(dev),
-                              "drafted_pos_per_s": round(drafted / med["total"] * 1000)}), flush=True)
+    for bs, anchors, loss_vocab in itertools.product(args.batch_size, args.anchors, args.loss_vocab):
+        cfg = TrainConfig(data=[args.data], out="/tmp/profile-train", target=args.target,
+                          num_layers=args.num_layers, anchors=anchors, batch_size=bs, max_len=args.max_len,
+                          resume=False, eval_num=0, tensorboard=False, loss_vocab=loss_vocab)
+        target = None if run is None else (run.hf_model, run.tokenizer)
+        run = _Run(cfg, Dist(device=dev), target)
+        times: dict[str, list[float]] = {}
+        for step in range(args.steps):
+            lap = _Laps(sync)
+            _, idx = run.plan.indices(step)
+            tokens, _, blocks = collate(run.data, idx, anchors, run.draft.block_size, run.draft.mask_token_id,
+                                        step)
+            lap("collate")
+            feats = run.features(tokens.to(dev))
+            blocks = blocks.to(dev)
+            lap("features")
+            masks = layer_masks(run.draft, blocks.anchors, tokens.shape[1])
+            lap("masks")
+            with run._autocast():
+                loss, _ = run.model(feats, blocks, masks)
+            lap("forward")
+            loss.backward()
+            lap("backward")
+            run.opt.step()
+            run.opt.zero_grad(set_to_none=True)
+            lap("optimizer")
+            t = lap.times
+            if step >= 2:  # warm-up
+                for k, v in t.items():
+                    times.setdefault(k, []).append(v * 1000)
+        step_ms = _free_running(run, anchors, args.steps, sync)
+        if args.kernels and dev.type == "cuda":
+            _kernel_table(run, anchors, args.kernels)
+        med = {k: round(statistics.median(v), 1) for k, v in times.items()}
+        med["total"] = round(sum(med.values()), 1)
+        drafted = bs * anchors * run.draft.block_size
+        print(json.dumps({"batch": bs, "anchors": anchors, "loss_vocab": loss_vocab, "ms": med,
+                          "step_ms_unsynced": round(step_ms, 1), "peak_gb": _peak(dev),
+                          "drafted_pos_per_s": round(drafted / step_ms * 1000)}), flush=True)
+
+
+def _free_running(run, anchors: int, steps: int, sync) -> float:
+    """Mean ms of whole steps with no phase syncs (what training sees: host and device overlap)."""
+    sync()
+    t0 = time.perf_counter()
+    for step in range(steps):
+        _, idx = run.plan.indices(step)
+        tokens, _, blocks = collate(run.data, idx, anchors, run.draft.block_size, run.draft.mask_token_id, step)
+        feats = run.features(tokens.to(run.dev, non_blocking=True))
+        blocks = blocks.to(run.dev)
+        masks = layer_masks(run.draft, blocks.anchors, tokens.shape[1])
+        with run._autocast():
+            loss, _ = run.model(feats, blocks, masks)
+        loss.backward()
+        run.opt.step()
+        run.opt.zero_grad(set_to_none=True)
+    sync()
+    return (time.perf_counter() - t0) / steps * 1000
 
 
 def _kernel_table(run, anchors: int, top: int) -> None:
