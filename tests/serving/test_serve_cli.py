@@ -26,7 +26,7 @@ def test_serve_embedded_default_answers_a_chat():
     port = free_port()
     cmd = [sys.executable, "-m", "dflashkit.cli.main", "serve", "--draft", "random", "--device", "cpu",
            "--port", str(port), "--max-batch", "2", "--max-length", "512", "--api-key", "smoke",
-           "--log-level", "warning"]
+           "--log-level", "warning", "--warmup", "on"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     url = f"http://127.0.0.1:{port}"
@@ -47,6 +47,8 @@ def test_serve_embedded_default_answers_a_chat():
         assert r.choices[0].message.content.strip()
         assert r.usage.completion_tokens <= 16 and r.model_extra["dflash"]["steps"] >= 1
         assert "dflashkit_requests_total" in httpx.get(url + "/metrics").text
+        proc.terminate()
+        assert "warm-up stepped block sizes [1, 2, 4, 8, 16]" in proc.communicate(timeout=30)[0]
     finally:
         proc.terminate()
         try:

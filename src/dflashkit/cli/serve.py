@@ -24,6 +24,9 @@ def register(sub) -> None:
     p.add_argument("--max-body-bytes", type=int, default=4 << 20, help="largest request body accepted (413 above)")
     p.add_argument("--engine-thread", action="store_true", help="run the engine on a thread of the server process "
                    "(default: a process of its own, so HTTP work never waits on the engine for Python's GIL)")
+    p.add_argument("--warmup", default="auto", choices=["auto", "on", "off"], help="before serving, step once "
+                   "through every block size and cache length, so the first requests do not capture CUDA graphs "
+                   "(or compile) mid-answer (auto: on a GPU only)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run)
 
@@ -34,7 +37,6 @@ def run(args) -> int:
 
     import uvicorn
 
-    from ..api import load
     from ..errors import ConfigError
     from ..models.loading import DEFAULT_TARGET
     from ..serving.app import ServerConfig, create_app
@@ -44,11 +46,11 @@ def run(args) -> int:
     for name in ("port", "max_batch", "max_queue", "max_body_bytes"):
         if getattr(args, name) < (0 if name == "max_queue" else 1):
             raise ConfigError(f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})")
-    build = functools.partial(load, args.model, args.draft, device=args.device, dtype=args.dtype,
-                              block_size=args.block_size, max_batch=args.max_batch, max_length=args.max_length,
-                              speculative=not args.no_speculative,
-                              fast_target=False if args.generic_target else None, compile=args.compile,
-                              draft_vocab=args.draft_vocab)
+    load_args = dict(model=args.model, draft=args.draft, device=args.device, dtype=args.dtype,
+                     block_size=args.block_size, max_batch=args.max_batch, max_length=args.max_length,
+                     speculative=not args.no_speculative, fast_target=False if args.generic_target else None,
+                     compile=args.compile, draft_vocab=args.draft_vocab)
+    build = functools.partial(served_engine, load_args, args.warmup)
     if args.engine_thread:
         engine = build()
         info = describe(engine)
@@ -70,3 +72,16 @@ def run(args) -> int:
     uvicorn.run(create_app(engine, config), host=args.host, port=args.port, log_level=args.log_level,
                 timeout_graceful_shutdown=5)
     return 0
+
+
+def served_engine(load_args: dict, warmup: str = "auto"):
+    """Load the Generator and warm it up; runs where the engine lives (its own process by default)."""
+    from ..api import load
+    from ..engine.warmup import warm_up
+
+    gen = load(**load_args)
+    if warmup == "on" or (warmup == "auto" and gen.device.type == "cuda"):
+        report = warm_up(gen)
+        print(f"dflashkit serve: warm-up stepped block sizes {report['block_sizes']} at every cache length "
+              f"({report['runs']} short answers, {report['seconds']} s)", file=sys.stderr)
+    return gen

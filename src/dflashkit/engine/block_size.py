@@ -45,6 +45,12 @@ class BlockSizeController:
         every = max(self.EXPLORE_EVERY, round(extra / self.EXPLORE_COST))
         return nxt if self.steps % every == 0 else best
 
+    def forget_acceptance(self) -> None:
+        """Drop acceptance statistics (e.g. of warm-up prompts), keep the measured step costs."""
+        self.trials.clear()
+        self.hits.clear()
+        self.steps = 0
+
     def rate(self, depth: int) -> float:
         return (self.hits[depth] + self.PRIOR_RATE * self.PRIOR_WEIGHT) / (self.trials[depth] + self.PRIOR_WEIGHT)
 

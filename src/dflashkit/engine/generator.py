@@ -130,7 +130,8 @@ class Generator:
         self.draft_head = self.target.lm_head_weight[self.draft_ids].to(self.draft.dtype)
 
     # ----------------------------------------------------------------- storage
-    def _allocate(self) -> None:
+    def allocate(self) -> None:
+        """Preallocate the caches (otherwise done by the first step)."""
         if self._allocated:
             return
         t, dev = self.target, self.device
@@ -240,7 +241,7 @@ class Generator:
     @torch.inference_mode()
     def step(self) -> list[Update]:
         """Admit waiting requests, then advance every running sequence by one draft/verify (or AR) step."""
-        self._allocate()
+        self.allocate()
         updates = self._admit()
         running = [(i, s) for i, s in enumerate(self.slots) if s is not None and not s.finished]
         if running:
