@@ -32,7 +32,8 @@ def main() -> None:
     p.add_argument("--loss-vocab", type=int, nargs="+", default=[0], help="0 full, -1 auto, N kept tokens")
     p.add_argument("--max-len", type=int, default=1024)
     p.add_argument("--steps", type=int, default=12)
-    p.add_argument("--kernels", type=int, default=0, help="also print the top-N GPU kernels of one step (torch.profiler)")
+    p.add_argument("--kernels", type=int, default=0,
+                   help="also print the top-N GPU kernels of one step (torch.profiler)")
     args = p.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -46,26 +47,9 @@ def main() -> None:
         times: dict[str, list[float]] = {}
         for step in range(args.steps):
             lap = _Laps(sync)
-            _, idx = run.plan.indices(step)
-            tokens, _, blocks = collate(run.data, idx, anchors, run.draft.block_size, run.draft.mask_token_id,
-                                        step)
-            lap("collate")
-            feats = run.features(tokens.to(dev))
-            blocks = blocks.to(dev)
-            lap("features")
-            masks = layer_masks(run.draft, blocks.anchors, tokens.shape[1])
-            lap("masks")
-            with run._autocast():
-                loss, _ = run.model(feats, blocks, masks)
-            lap("forward")
-            loss.backward()
-            lap("backward")
-            run.opt.step()
-            run.opt.zero_grad(set_to_none=True)
-            lap("optimizer")
-            t = lap.times
+            _step(run, anchors, step, lap)
             if step >= 2:  # warm-up
-                for k, v in t.items():
+                for k, v in lap.times.items():
                     times.setdefault(k, []).append(v * 1000)
         step_ms = _free_running(run, anchors, args.steps, sync)
         if args.kernels and dev.type == "cuda":
@@ -78,21 +62,32 @@ def main() -> None:
                           "drafted_pos_per_s": round(drafted / step_ms * 1000)}), flush=True)
 
 
+def _step(run, anchors: int, step: int, lap=lambda name: None) -> None:
+    """One training step as the trainer runs it; `lap(name)` after each phase."""
+    _, idx = run.plan.indices(step)
+    tokens, _, blocks = collate(run.data, idx, anchors, run.draft.block_size, run.draft.mask_token_id, step)
+    lap("collate")
+    feats = run.features(tokens.to(run.dev, non_blocking=True))
+    blocks = blocks.to(run.dev)
+    lap("features")
+    masks = layer_masks(run.draft, blocks.anchors, tokens.shape[1])
+    lap("masks")
+    with run._autocast():
+        loss, _ = run.model(feats, blocks, masks)
+    lap("forward")
+    loss.backward()
+    lap("backward")
+    run.opt.step()
+    run.opt.zero_grad(set_to_none=True)
+    lap("optimizer")
+
+
 def _free_running(run, anchors: int, steps: int, sync) -> float:
     """Mean ms of whole steps with no phase syncs (what training sees: host and device overlap)."""
     sync()
     t0 = time.perf_counter()
     for step in range(steps):
-        _, idx = run.plan.indices(step)
-        tokens, _, blocks = collate(run.data, idx, anchors, run.draft.block_size, run.draft.mask_token_id, step)
-        feats = run.features(tokens.to(run.dev, non_blocking=True))
-        blocks = blocks.to(run.dev)
-        masks = layer_masks(run.draft, blocks.anchors, tokens.shape[1])
-        with run._autocast():
-            loss, _ = run.model(feats, blocks, masks)
-        loss.backward()
-        run.opt.step()
-        run.opt.zero_grad(set_to_none=True)
+        _step(run, anchors, step)
     sync()
     return (time.perf_counter() - t0) / steps * 1000
 
@@ -100,18 +95,8 @@ def _free_running(run, anchors: int, steps: int, sync) -> float:
 def _kernel_table(run, anchors: int, top: int) -> None:
     from torch.profiler import ProfilerActivity, profile
 
-    _, idx = run.plan.indices(0)
-    tokens, _, blocks = collate(run.data, idx, anchors, run.draft.block_size, run.draft.mask_token_id, 0)
-    dev = run.dev
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        feats = run.features(tokens.to(dev))
-        blocks = blocks.to(dev)
-        masks = layer_masks(run.draft, blocks.anchors, tokens.shape[1])
-        with run._autocast():
-            loss, _ = run.model(feats, blocks, masks)
-        loss.backward()
-        run.opt.step()
-        run.opt.zero_grad(set_to_none=True)
+        _step(run, anchors, 0)
         torch.cuda.synchronize()
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=top, max_name_column_width=60), flush=True)
 
