@@ -141,3 +141,27 @@ def test_full_queue_answers_429_not_a_hang():
                 assert time.time() < deadline, "slots not freed after the clients left"
                 time.sleep(0.02)
             assert http.get("/health").status_code == 200
+
+
+def test_queue_limit_zero_still_fills_the_free_slots():
+    """--max-queue 0: no request waits, but one that finds a free slot is served."""
+    gen = tiny_generator(max_batch=1)
+    gen.delay = 0.05
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    body = {"model": MODEL, "prompt": "abc", "max_tokens": 200, "temperature": 0, "stream": True}
+    with live_server(gen, api_key=API_KEY, max_queue=0) as (url, app):
+        with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
+            with http.stream("POST", "/v1/completions", json=body) as running:
+                assert running.status_code == 200
+                deadline = time.time() + 10
+                while gen.num_running == 0 or app.state.engine.queued:
+                    assert time.time() < deadline
+                    time.sleep(0.01)
+                full = http.post("/v1/completions", json=body)  # the only slot is taken: nobody may wait
+                assert full.status_code == 429 and full.json()["error"]["code"] == "queue_full"
+            deadline = time.time() + 10
+            while gen.num_running or gen.waiting or app.state.engine.queued:
+                assert time.time() < deadline, "slot not freed after the client left"
+                time.sleep(0.02)
+            short = {**body, "stream": False, "max_tokens": 4}
+            assert http.post("/v1/completions", json=short).status_code == 200

@@ -139,8 +139,10 @@ class EngineLoop:
         if not self.alive:
             raise APIError(503, "the engine is not running (starting up or shutting down); retry later",
                            type="server_error", code="engine_unavailable")
-        if self.queued >= self.max_queue:
-            raise APIError(429, f"{self.queued} requests are already waiting for a slot (limit {self.max_queue}); "
+        # queued requests take the free slots first; only the rest wait (so --max-queue 0 still fills the slots)
+        waiting = self.queued - max(0, int(self.engine.info["max_batch"]) - self.running)
+        if waiting >= self.max_queue:
+            raise APIError(429, f"{max(waiting, 0)} requests are already waiting for a slot (limit {self.max_queue}); "
                            "retry later", type="rate_limit_error", code="queue_full")
         h = Handle(self, next(self._ids), request)
         try:
