@@ -81,6 +81,9 @@ def served_engine(load_args: dict, warmup: str = "auto"):
 
     gen = load(**load_args)
     if warmup == "on" or (warmup == "auto" and gen.device.type == "cuda"):
+        print("dflashkit serve: warming up the engine (every block size at every cache length"
+              f"{'; --compile compiles each, which can take minutes' if load_args.get('compile') else ''}; "
+              "--warmup off skips this)", file=sys.stderr)
         report = warm_up(gen)
         print(f"dflashkit serve: warm-up stepped block sizes {report['block_sizes']} at every cache length "
               f"({report['runs']} short answers, {report['seconds']} s)", file=sys.stderr)
