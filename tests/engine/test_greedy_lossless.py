@@ -126,31 +126,20 @@ def test_autoregressive_mode_equals_reference(family_target):
     assert [r.token_ids for r in results] == [reference_greedy(reference, p, 16) for p in prompts]
 
 
-def test_forced_oracle_commits_exactly_tau_tokens():
-    """Benchmark mode: tau tokens per step whatever the target says (the drafter and verify still run)."""
-    target, _ = build_tiny("llama", seed=13)
-    gen = Generator(target, random_draft(target), block_size=8, max_batch=2, max_length=128)
-    prompts = random_prompts(2, seed=4)
-    fake = [[(7 * i) % 96 for i in range(40)] for _ in prompts]
-    gen.set_oracle(5, force=True)
-    results = gen.generate(prompts, SamplingParams(max_new_tokens=40), references=fake)
-    for r, ref in zip(results, fake):
-        assert r.token_ids[1:] == ref[1:40]
-        assert r.acceptance_lengths[:-1] == [5] * (len(r.acceptance_lengths) - 1)
-
-
-def test_forced_fractional_oracle_alternates_whole_lengths():
-    """tau 4.5 commits 4, 5, 4, 5, ... tokens per step, so the mean sits on the chosen tau."""
+@pytest.mark.parametrize("tau, pattern", [(5, [5]), (4.5, [4, 5])])
+def test_forced_oracle_commits_exactly_tau_tokens(tau, pattern):
+    """Benchmark mode: tau tokens per step whatever the target says (the drafter and verify still run);
+    a fractional tau alternates the nearest whole lengths, so the mean sits on it."""
     target, _ = build_tiny("llama", seed=13)
     gen = Generator(target, random_draft(target), block_size=8, max_batch=2, max_length=128)
     prompts = random_prompts(2, seed=4)
     fake = [[(7 * i) % 96 for i in range(60)] for _ in prompts]
-    gen.set_oracle(4.5, force=True)
+    gen.set_oracle(tau, force=True)
     results = gen.generate(prompts, SamplingParams(max_new_tokens=55), references=fake)
     for r, ref in zip(results, fake):
         assert r.token_ids[1:] == ref[1:55]
         whole = r.acceptance_lengths[:-1]  # the last step may be cut by max_new_tokens
-        assert len(whole) >= 8 and whole == [4, 5] * (len(whole) // 2) + [4] * (len(whole) % 2)
+        assert len(whole) >= 8 and whole == (pattern * len(whole))[:len(whole)]
 
 
 def test_gemma2_softcapped_attention_is_lossless():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import httpx
@@ -118,50 +119,42 @@ def test_engine_failure_fails_its_requests_only(server):
     assert ok.status_code == 200 and ok.json()["choices"][0]["finish_reason"] in ("stop", "length")
 
 
-def test_full_queue_answers_429_not_a_hang():
+@contextlib.contextmanager
+def only_slot_taken(max_queue: int):
+    """A one-slot server whose slot a streaming request holds; on leaving, the slot must be freed and serve again."""
     gen = tiny_generator(max_batch=1)
     gen.delay = 0.05
     headers = {"Authorization": f"Bearer {API_KEY}"}
     body = {"model": MODEL, "prompt": "abc", "max_tokens": 200, "temperature": 0, "stream": True}
-    with live_server(gen, api_key=API_KEY, max_queue=1) as (url, app):
+    with live_server(gen, api_key=API_KEY, max_queue=max_queue) as (url, app):
         with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
             with http.stream("POST", "/v1/completions", json=body) as running:
                 assert running.status_code == 200
                 deadline = time.time() + 10
-                while gen.num_running == 0 or app.state.engine.queued:  # the first holds the only slot...
+                while gen.num_running == 0 or app.state.engine.queued:  # the first holds the only slot
                     assert time.time() < deadline
                     time.sleep(0.01)
-                with http.stream("POST", "/v1/completions", json=body) as waiting:
-                    assert waiting.status_code == 200  # ...the second waits in the queue...
-                    full = http.post("/v1/completions", json=body)  # ...and the third is turned away
-                    assert full.status_code == 429
-                    assert full.json()["error"]["code"] == "queue_full"
+                yield http, body
             deadline = time.time() + 10
             while gen.num_running or gen.waiting or app.state.engine.queued:
                 assert time.time() < deadline, "slots not freed after the clients left"
                 time.sleep(0.02)
             assert http.get("/health").status_code == 200
+            short = {**body, "stream": False, "max_tokens": 4}
+            assert http.post("/v1/completions", json=short).status_code == 200
+
+
+def test_full_queue_answers_429_not_a_hang():
+    with only_slot_taken(max_queue=1) as (http, body):
+        with http.stream("POST", "/v1/completions", json=body) as waiting:
+            assert waiting.status_code == 200  # the second waits in the queue...
+            full = http.post("/v1/completions", json=body)  # ...and the third is turned away
+            assert full.status_code == 429
+            assert full.json()["error"]["code"] == "queue_full"
 
 
 def test_queue_limit_zero_still_fills_the_free_slots():
-    """--max-queue 0: no request waits, but one that finds a free slot is served."""
-    gen = tiny_generator(max_batch=1)
-    gen.delay = 0.05
-    headers = {"Authorization": f"Bearer {API_KEY}"}
-    body = {"model": MODEL, "prompt": "abc", "max_tokens": 200, "temperature": 0, "stream": True}
-    with live_server(gen, api_key=API_KEY, max_queue=0) as (url, app):
-        with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
-            with http.stream("POST", "/v1/completions", json=body) as running:
-                assert running.status_code == 200
-                deadline = time.time() + 10
-                while gen.num_running == 0 or app.state.engine.queued:
-                    assert time.time() < deadline
-                    time.sleep(0.01)
-                full = http.post("/v1/completions", json=body)  # the only slot is taken: nobody may wait
-                assert full.status_code == 429 and full.json()["error"]["code"] == "queue_full"
-            deadline = time.time() + 10
-            while gen.num_running or gen.waiting or app.state.engine.queued:
-                assert time.time() < deadline, "slot not freed after the client left"
-                time.sleep(0.02)
-            short = {**body, "stream": False, "max_tokens": 4}
-            assert http.post("/v1/completions", json=short).status_code == 200
+    """--max-queue 0: no request waits, but one that finds a free slot is served (checked on leaving)."""
+    with only_slot_taken(max_queue=0) as (http, body):
+        full = http.post("/v1/completions", json=body)  # the only slot is taken: nobody may wait
+        assert full.status_code == 429 and full.json()["error"]["code"] == "queue_full"

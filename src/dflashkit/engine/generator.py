@@ -17,7 +17,7 @@ import torch
 
 from ..errors import ConfigError, RequestError
 from ..models.compat import check_compatible
-from ..models.draft_vocab import COUNTS_FILE, auto_size, kept_ids
+from ..models.draft_vocab import COUNTS_FILE, always_kept, auto_size, kept_ids
 from ..models.drafter import DFlashDraft, MaskSpec
 from ..models.target import TargetModel
 from . import sampling
@@ -125,7 +125,7 @@ class Generator:
         size = auto_size(counts) if size is None else size
         if size >= vocab:
             return
-        always = list(self.target.stop_token_ids()) + list(getattr(self.tokenizer, "all_special_ids", None) or [])
+        always = always_kept(self.target.stop_token_ids(), self.tokenizer)
         self.draft_ids = kept_ids(counts, size, always).to(self.device)
         self.draft_head = self.target.lm_head_weight[self.draft_ids].to(self.draft.dtype)
 

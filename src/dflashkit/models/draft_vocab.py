@@ -59,6 +59,11 @@ def auto_size(counts: torch.Tensor, coverage: float = AUTO_COVERAGE) -> int:
     return min(counts.numel(), -(-needed // _STEP) * _STEP)
 
 
+def always_kept(stop_ids, tokenizer) -> list[int]:
+    """Ids every pruned vocabulary keeps however rare: the stop tokens and the tokenizer's special tokens."""
+    return list(stop_ids) + list(getattr(tokenizer, "all_special_ids", None) or [])
+
+
 def kept_ids(counts: torch.Tensor, size: int, always: list[int]) -> torch.Tensor:
     """Sorted ids of the `size` most frequent tokens plus `always` (stop and special tokens)."""
     top = counts.argsort(descending=True, stable=True)[:size]

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..models.draft_vocab import auto_size, count_tokens, kept_ids
+from ..models.draft_vocab import always_kept, auto_size, count_tokens, kept_ids
 from ..models.loading import load_target, resolve_dtype
 from ..models.target import TargetBase
 from . import distributed
@@ -238,7 +238,7 @@ class _Run:
         if size >= counts.numel():
             return None
         stops = TargetBase(self.hf_model, self.tokenizer).stop_token_ids()
-        return kept_ids(counts, size, stops + list(getattr(self.tokenizer, "all_special_ids", None) or []))
+        return kept_ids(counts, size, always_kept(stops, self.tokenizer))
 
     def _tau_probe(self):
         from .evaluate import TauProbe
