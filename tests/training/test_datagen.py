@@ -52,6 +52,7 @@ def test_resume_skips_completed_shards(engine, tmp_path):
     stats = run_datagen(gen, convs, tmp_path, encoder(tok, calls), SamplingParams(max_new_tokens=6), shard_size=2,
                         progress=False)
     assert calls == ["prompt 2", "prompt 3"] and stats["written"] == 1
+    assert stats["decode_steps"] > 0 and 1 <= stats["mean_rows"] <= gen.max_batch  # this run's steps only
     assert all(list(tmp_path.glob(name))[0].stat().st_mtime_ns == t for name, t in before.items())
     assert shard_is_complete(shard_path(tmp_path, 1))
 

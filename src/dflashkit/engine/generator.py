@@ -98,6 +98,8 @@ class Generator:
                 for layer in draft.layers:
                     layer.compile(dynamic=False)
         self.profile: dict[str, float] | None = None  # set to {} to collect per-phase times (adds syncs)
+        # wall seconds of admission (prefill) and of decode steps, rows stepped: free (both end in a host sync)
+        self.timing = {"admit_s": 0.0, "decode_s": 0.0, "steps": 0, "rows": 0}
         self.last_block_size = self.block_size
         self.defer_absorb = True  # single-token steps leave features pending (see _must_absorb)
         self.oracle_accept: int | None = None  # oracle mode: drafts replayed from reference tokens
@@ -242,10 +244,12 @@ class Generator:
     def step(self) -> list[Update]:
         """Admit waiting requests, then advance every running sequence by one draft/verify (or AR) step."""
         self.allocate()
+        t_admit = time.perf_counter()
         updates = self._admit()
         running = [(i, s) for i, s in enumerate(self.slots) if s is not None and not s.finished]
+        t0 = time.perf_counter()
+        self.timing["admit_s"] += t0 - t_admit
         if running:
-            t0 = time.perf_counter()
             rows = _bucket(running[-1][0] + 1, self.max_batch)
             seqs = self.slots[:rows]
             greedy = all(s is None or s.params.greedy for s in seqs)
@@ -264,6 +268,9 @@ class Generator:
             counts, tokens = self.graphs.run(key, body) if self.profile is None else body()
             host = torch.cat([counts[:, None], tokens], dim=1).tolist()  # the step's one sync
             self._tick("step")
+            self.timing["decode_s"] += time.perf_counter() - t0
+            self.timing["steps"] += 1
+            self.timing["rows"] += len(running)
             lengths = []
             for i, seq in running:
                 self.pend_host[i] = (0 if absorb else self.pend_host[i]) + host[i][0] + 1

@@ -48,6 +48,7 @@ def run_datagen(gen: Generator, conversations: list[list[str]], out_dir, encode:
     running: dict[int, _Job] = {}
     bar = _bar(progress, len(conversations), len(conversations) - sum(st.pending for st in shards.values()))
     stats = {"rows": 0, "response_tokens": 0, "skipped_long": 0, "written": 0, "timed_out": False}
+    timing0 = dict(gen.timing)
     gen.admit_min = max(1, gen.max_batch // 8)  # refill in groups: one eager prefill per many finished answers
     over = lambda: time_budget_s is not None and time.time() - start > time_budget_s  # noqa: E731
 
@@ -95,8 +96,18 @@ def run_datagen(gen: Generator, conversations: list[list[str]], out_dir, encode:
                 _write(out_dir, s, state, False, meta)
     bar.close()
     stats["elapsed_s"] = round(time.time() - start, 1)
+    stats.update(_throughput(gen.timing, timing0, stats))
     stats["shards"] = n_shards
     return stats
+
+
+def _throughput(timing: dict, before: dict, stats: dict) -> dict:
+    """Where datagen's time went (prefill, decode steps, the rest is host work), to size its batch."""
+    d = {k: timing[k] - before[k] for k in timing}
+    steps = max(1, d["steps"])
+    return {"prefill_s": round(d["admit_s"], 1), "decode_s": round(d["decode_s"], 1), "decode_steps": d["steps"],
+            "mean_rows": round(d["rows"] / steps, 1), "ms_per_step": round(1000 * d["decode_s"] / steps, 2),
+            "answer_tok_per_s": round(stats["response_tokens"] / max(stats["elapsed_s"], 1e-9))}
 
 
 def _messages(turns: list[str], answers: list[str], turn: int) -> list[dict]:
