@@ -114,3 +114,15 @@ def test_benchmark_prompts_are_excluded(tmp_path):
     rows = [{"prompt": "Please solve:  " + bench.upper() + " thanks"}, {"prompt": "an unrelated question"}]
     path.write_text("\n".join(json.dumps(r) for r in rows))
     assert load_conversations(str(path), exclude=[bench]) == [["an unrelated question"]]
+
+
+def test_held_out_split_does_not_depend_on_turns(tmp_path):
+    """A later turn too short (or long) to use ends the conversation there; it does not drop the conversation,
+    so `--turns 1` and `--turns 4` runs shuffle the same list and hold out the same prompts."""
+    path = tmp_path / "p.jsonl"
+    rows = [{"turns": [f"question number {i}", "ok" if i % 3 == 0 else f"follow-up {i}", f"third one {i}"]}
+            for i in range(40)]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    one, four = load_conversations(str(path), max_turns=1, seed=3), load_conversations(str(path), max_turns=4, seed=3)
+    assert [c[0] for c in one] == [c[0] for c in four] and len(four) == 40
+    assert all(len(c) == (1 if int(c[0].split()[-1]) % 3 == 0 else 3) for c in four)

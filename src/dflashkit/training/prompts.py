@@ -93,8 +93,12 @@ def load_conversations(source: str, max_turns: int = 1, limit: int | None = None
     keys = [normalise(e)[:80] for e in exclude if normalise(e)]
     seen, out = set(), []
     for record in _records(source):
-        turns = [t.strip() for t in user_turns(record)][:max_turns]
-        if not turns or not all(min_chars <= len(t) <= max_chars for t in turns):
+        turns = []
+        for turn in (t.strip() for t in user_turns(record)):  # the leading usable turns: whether a conversation
+            if len(turns) == max_turns or not min_chars <= len(turn) <= max_chars:  # is kept must not depend on
+                break  # max_turns, so datagen runs with other --turns share one held-out split
+            turns.append(turn)
+        if not turns:
             continue
         first = normalise(turns[0])
         if first in seen or any(k in first for k in keys):
