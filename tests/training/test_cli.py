@@ -17,13 +17,16 @@ def test_train_flags_override_json_which_overrides_defaults(tmp_path):
     path.write_text(json.dumps({"lr": 1e-4, "anchors": 64, "num_layers": 5}))
     args = build_parser().parse_args(["train", "--config", str(path), "--data", "d1", "d2", "--lr", "2e-3",
                                       "--target-layer-ids", "1,5,9", "--no-resume", "--time-budget-s", "60",
-                                      "--loss-vocab", "-1"])
+                                      "--loss-vocab", "-1", "--distill", "0.25"])
     cfg = config_from_args(args)
     assert cfg.lr == 2e-3 and cfg.anchors == 64 and cfg.num_layers == 5 and cfg.block_size == 16
     assert cfg.data == ["d1", "d2"] and cfg.target_layer_ids == [1, 5, 9] and cfg.resume is False
-    assert cfg.time_budget_s == 60.0 and cfg.loss_vocab == -1
+    assert cfg.time_budget_s == 60.0 and cfg.loss_vocab == -1 and cfg.distill == 0.25
     with pytest.raises(ConfigError, match="loss_vocab"):
         TrainConfig(data=["d"], loss_vocab=-2).validate()
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ConfigError, match="distill must be between 0 and 1"):
+            TrainConfig(data=["d"], distill=bad).validate()
 
 
 def test_unknown_json_keys_are_named(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 from test_trainer import config, log_rows, tiny_data  # noqa: F401  (fixture)
@@ -19,7 +20,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank(rank: int, world: int, port: int, data: str, out: str) -> None:
+def _rank(rank: int, world: int, port: int, data: str, out: str, distill: float) -> None:
     from dflashkit.training import distributed
     from dflashkit.training.trainer import _Run
 
@@ -28,16 +29,18 @@ def _rank(rank: int, world: int, port: int, data: str, out: str) -> None:
     torch.set_num_threads(1)
     env = distributed.setup("cpu")
     try:
-        run = _Run(config(data, out, max_steps=6, save_every=100), env, (tiny_llama(), ByteTokenizer()))
+        run = _Run(config(data, out, max_steps=6, save_every=100, distill=distill), env,
+                   (tiny_llama(), ByteTokenizer()))
         run.loop(None)
         torch.save(run.draft.state_dict(), os.path.join(out, f"rank{rank}.pt"))
     finally:
         env.close()
 
 
-def test_two_ranks_train_in_step_and_export(tiny_data, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("distill", [0.0, 0.5])  # distilling hands DDP's module one more input
+def test_two_ranks_train_in_step_and_export(tiny_data, tmp_path, distill):  # noqa: F811
     data, _, _ = tiny_data
-    mp.spawn(_rank, args=(2, _free_port(), str(data), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_rank, args=(2, _free_port(), str(data), str(tmp_path), distill), nprocs=2, join=True)
     a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)  # gradients were averaged: both ranks hold the same weights

@@ -62,6 +62,21 @@ def test_loss_over_a_pruned_vocabulary_learns_and_exports_the_same_drafter(tiny_
 
 
 @pytest.mark.parametrize("loss_vocab", [0, 8])
+def test_distilling_from_the_target_learns(tiny_data, tmp_path, loss_vocab):
+    """The random tiny target is near uniform (nothing to distil): a sharper head, the same greedy answers."""
+    data, model, tok = tiny_data
+    sharp = copy.deepcopy(model)
+    sharp.lm_head.weight.data.mul_(20)
+    train(config(data, tmp_path, max_steps=24, log_every=4, save_every=100, distill=0.5, loss_vocab=loss_vocab),
+          target=(sharp, tok))
+    rows = [r for r in log_rows(tmp_path) if "loss" in r]
+    losses = [r["loss"] for r in rows]
+    assert losses[-1] < losses[0] - 0.2, losses
+    assert rows[-1]["soft_ce"] < rows[0]["soft_ce"] - 0.2 and all("ce" in r for r in rows)
+    assert json.loads((tmp_path / "train_config.json").read_text())["distill"] == 0.5
+
+
+@pytest.mark.parametrize("loss_vocab", [0, 8])
 def test_resume_after_a_kill_equals_an_uninterrupted_run(tiny_data, tmp_path, loss_vocab):
     data, model, tok = tiny_data
     train(config(data, tmp_path / "straight", loss_vocab=loss_vocab), target=(model, tok))

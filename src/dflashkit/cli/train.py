@@ -24,6 +24,8 @@ HELP = {
     "max_len": "truncate sequences to this many tokens",
     "loss_vocab": "loss over the N most frequent answer tokens plus specials (cheaper head + CE; the engine's "
                   "pruned draft vocabulary); 0: all tokens, -1: auto (fewest covering 99%%, as the engine)",
+    "distill": "weight of the soft target loss: cross-entropy against the target's own next-token distribution "
+               "at each label position (0 = hard labels only)",
     "batch_size": "sequences per micro-batch per GPU",
     "grad_accum": "micro-batches per optimizer step",
     "epochs": "stop after this many passes over the data",

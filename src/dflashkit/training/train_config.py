@@ -25,6 +25,7 @@ class TrainConfig:
     gamma: float | None = None  # loss decay over offsets; None: 7 for block 16, 4 for block 8
     max_len: int = 2048  # tokens per sequence (prompt + response), truncated beyond
     loss_vocab: int = 0  # loss over the N most frequent answer tokens (+ specials); 0: all, -1: auto (99% coverage)
+    distill: float = 0.0  # weight of CE against the target's own distribution at each label (0: hard labels only)
     # optimisation
     batch_size: int = 16  # sequences per micro-batch per rank
     grad_accum: int = 1
@@ -60,6 +61,8 @@ class TrainConfig:
             raise ConfigError(f"block_size must be >= 2, got {self.block_size}")
         if self.loss_vocab < -1:
             raise ConfigError(f"loss_vocab must be >= -1 (0 = the whole vocabulary, -1 = auto), got {self.loss_vocab}")
+        if not 0.0 <= self.distill <= 1.0:
+            raise ConfigError(f"distill must be between 0 and 1 (the soft target loss's weight), got {self.distill}")
         if self.init not in ("target", "random"):
             raise ConfigError(f"init must be 'target' or 'random', got {self.init!r}")
         return self

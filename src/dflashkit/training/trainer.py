@@ -83,8 +83,9 @@ class _Run:
         self.data = SequenceData(cfg.data, cfg.max_len)
         self.token_counts: torch.Tensor | None = None  # of the answers' tokens: the pruned vocabularies rank by them
         kept = self._loss_ids()
+        self.kept = kept.to(self.dev) if kept is not None else None
         self.objective = BlockObjective(self.draft, self.features.embed_weight, self.features.head_weight, cfg.gamma,
-                                        kept)
+                                        kept, cfg.distill)
         if env.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -157,11 +158,12 @@ class _Run:
             tokens, _, blocks = collate(self.data, idx, cfg.anchors, self.draft.block_size,
                                         self.draft.mask_token_id, seed)
             tokens, blocks = tokens.to(self.dev, non_blocking=True), blocks.to(self.dev)
-            feats = self.features(tokens)
+            feats, soft = self._target(tokens, blocks)
             masks = layer_masks(self.draft, blocks.anchors, tokens.shape[1])
             sync = m == cfg.grad_accum - 1 or not self.env.enabled
             with (contextlib.nullcontext() if sync else self.model.no_sync()), self._autocast():
-                loss, s = self.model(feats, blocks, masks)
+                loss, s = self.model(feats, blocks, masks, *soft)
+            del soft  # the target's logits: backward does not need them
             (loss / cfg.grad_accum).backward()
             s["loss"], s["epoch"] = loss.detach(), torch.tensor(float(epoch))
             stats.append(s)
@@ -172,6 +174,13 @@ class _Run:
         out["blocks"] = sum(s["blocks"] for s in stats).float()
         out["grad_norm"] = grad_norm.detach().float()
         return out
+
+    def _target(self, tokens: torch.Tensor, blocks) -> tuple[torch.Tensor, tuple]:
+        """Features, plus the target's logits at the labels when distilling (else nothing extra is computed)."""
+        if not self.cfg.distill:
+            return self.features(tokens), ()
+        feats, logits = self.features.with_logits(tokens, *self.objective.label_sources(blocks), self.kept)
+        return feats, (logits,)
 
     def _autocast(self):
         if self.autocast is None:
