@@ -140,3 +140,29 @@ def test_streamed_pieces_always_add_up_to_the_final_text():
         text = "".join(streamed)
         assert text == seq.final_text(), (trial, stop, streamed)
         assert not any(s in text for s in stop or ()), (trial, stop, text)
+
+
+def test_cut_at_once_commits_what_token_by_token_commits():
+    """Without stop strings `extend` cuts each chunk at once: same tokens, reason and acceptance lengths as
+    committing one token at a time (a stop token on the last allowed token is a stop, not the length)."""
+    import random
+
+    rng = random.Random(1)
+    for trial in range(500):
+        limit, stop_ids = rng.randint(1, 12), set(rng.sample(range(6), rng.randint(0, 2)))
+        seq = make(limit=limit, stop_ids=stop_ids)
+        generated, reason = [], None
+        while reason is None:
+            chunk = [rng.randrange(6) for _ in range(rng.randint(1, 5))]
+            want = []
+            for token in chunk:  # the rule, one token at a time
+                if reason is not None:
+                    break
+                generated.append(token)
+                want.append(token)
+                reason = "stop" if token in stop_ids else "length" if len(generated) >= limit else None
+            assert seq.extend(chunk, speculative_step=True) == want, trial
+            assert seq.finish_reason == reason and seq.generated == generated, trial
+        assert seq.acceptance_lengths[-1] >= 1 and sum(seq.acceptance_lengths) == len(generated)
+        assert seq.t_end is not None and seq.t_first is not None
+        assert seq.extend([0], speculative_step=True) == [] and seq.generated == generated  # finished: no-op

@@ -87,6 +87,10 @@ class Generator:
         self.speculative = speculative and draft is not None and self.block_size > 1
         self.device = target.device
         self.slots: list[Sequence | None] = [None] * max_batch
+        # per slot: holds a sequence that samples / that needs the top-p/top-k filter. Kept with the slots, so a
+        # step reads its sampling mode from a slice instead of asking every sequence
+        self.slot_sampled = [False] * max_batch
+        self.slot_filtered = [False] * max_batch
         self.waiting: deque[Sequence] = deque()
         self.sequences: dict[int, Sequence] = {}
         self._ids = itertools.count()
@@ -233,11 +237,20 @@ class Generator:
         return sum(s is not None for s in self.slots)
 
     def _release(self, seq: Sequence) -> None:
-        for i, s in enumerate(self.slots):
-            if s is seq:
-                self.slots[i] = None
-                with torch.inference_mode():  # engine buffers are inference tensors
-                    self.active[i] = False
+        self._free([i for i, s in enumerate(self.slots) if s is seq])
+
+    def _free(self, slots: list[int]) -> None:
+        """Empty these slots; their rows stop advancing (one device write for all of them)."""
+        if not slots:
+            return
+        for i in slots:
+            self.slots[i] = None
+            self.slot_sampled[i] = self.slot_filtered[i] = False
+        with torch.inference_mode():  # engine buffers are inference tensors
+            if len(slots) == 1:
+                self.active[slots[0]] = False
+            else:
+                self.active[torch.tensor(slots, device=self.device)] = False
 
     # --------------------------------------------------------------------- step
     @torch.inference_mode()
@@ -246,18 +259,17 @@ class Generator:
         self.allocate()
         t_admit = time.perf_counter()
         updates = self._admit()
-        running = [(i, s) for i, s in enumerate(self.slots) if s is not None and not s.finished]
+        running, last_pos = self._running()
         t0 = time.perf_counter()
         self.timing["admit_s"] += t0 - t_admit
         if running:
             rows = _bucket(running[-1][0] + 1, self.max_batch)
-            seqs = self.slots[:rows]
-            greedy = all(s is None or s.params.greedy for s in seqs)
-            filtered = any(s is not None and _filters(s.params) for s in seqs)
+            greedy = not any(self.slot_sampled[:rows])
+            filtered = any(self.slot_filtered[:rows])
             size = self.controller.choose(rows) if self.speculative else 1
-            kv_len = _bucket(max(s.anchor_pos for _, s in running) + size, self.capacity, _MIN_KV)
+            kv_len = _bucket(last_pos + size, self.capacity, _MIN_KV)
             if not greedy:
-                self._fill_uniforms(seqs, 2 * size)
+                self._fill_uniforms(self.slots[:rows], 2 * size)
             absorb = self._must_absorb(running, size)
             if self.oracle_tau is not None and self.speculative:
                 self._next_oracle_accept()
@@ -271,23 +283,29 @@ class Generator:
             self.timing["decode_s"] += time.perf_counter() - t0
             self.timing["steps"] += 1
             self.timing["rows"] += len(running)
-            lengths = []
+            first = len(updates)  # the running rows' updates follow the admitted ones
+            pend, speculative = self.pend_host, self.speculative
             for i, seq in running:
-                self.pend_host[i] = (0 if absorb else self.pend_host[i]) + host[i][0] + 1
-                kept = seq.extend(host[i][1:1 + host[i][0] + 1], speculative_step=self.speculative)
-                lengths.append(len(kept))
-                updates.append(self._update(seq, kept))
-            if self.speculative:  # steps that compiled or captured a graph say nothing about step cost
+                row = host[i]  # [accepted, tokens...]: accepted + 1 of them are real
+                committed = row[0] + 1
+                pend[i] = (0 if absorb else pend[i]) + committed
+                updates.append(self._update(seq, seq.extend(row[1:1 + committed], speculative)))
+            if speculative:  # steps that compiled or captured a graph say nothing about step cost
                 seconds = time.perf_counter() - t0 if self.graphs.replayed or self.profile is not None else None
-                self.controller.observe(rows, size, seconds, lengths)
+                self.controller.observe(rows, size, seconds, [len(u.token_ids) for u in updates[first:]])
             self.last_block_size = size
-        for seq in [s for s in self.slots if s is not None and s.finished]:
-            self._release(seq)
+        self._free([i for i, s in enumerate(self.slots) if s is not None and s.finish_reason is not None])
         return updates
+
+    def _running(self) -> tuple[list[tuple[int, Sequence]], int]:
+        """The unfinished sequences with their slots, and the furthest anchor position among them."""
+        running = [(i, s) for i, s in enumerate(self.slots) if s is not None and s.finish_reason is None]
+        return running, max([s.anchor_pos for _, s in running], default=0)
 
     def _update(self, seq: Sequence, kept: list[int]) -> Update:
         text = seq.text_delta() if seq.stream_text else ""  # detokenising costs host time every step
-        return Update(seq.id, kept, text, seq.finished, seq.finish_reason)
+        reason = seq.finish_reason
+        return Update(seq.id, kept, text, reason is not None, reason)
 
     def _admit(self) -> list[Update]:
         """Move waiting requests into free slots; prompts of similar length prefill together."""
@@ -299,6 +317,8 @@ class Generator:
             seq = self.waiting.popleft()
             slot = self.slots.index(None)
             self.slots[slot] = seq
+            self.slot_sampled[slot] = not seq.params.greedy
+            self.slot_filtered[slot] = _filters(seq.params)
             admitted.append((slot, seq))
         firsts: dict[int, int] = {}
         for group in _prefill_groups(sorted(admitted, key=lambda x: len(x[1].prompt_ids)), self.prefill_tokens):

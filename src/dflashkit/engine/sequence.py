@@ -58,8 +58,11 @@ class Update:
     finish_reason: str | None
 
 
-@dataclass
+@dataclass(eq=False)
 class Sequence:
+    """One request. Compared by identity: the engine looks for free slots (`slots.count(None)`) every step,
+    and a generated field-by-field __eq__ made each comparison with a sequence a Python call."""
+
     id: int
     prompt_ids: list[int]
     params: SamplingParams
@@ -92,26 +95,48 @@ class Sequence:
         return len(self.prompt_ids) + len(self.generated) - 1
 
     def extend(self, new: list[int], speculative_step: bool) -> list[int]:
-        """Commit tokens in order, stopping at max length, stop tokens or stop strings; returns those kept."""
+        """Commit tokens in order, stopping at max length, stop tokens or stop strings; returns those kept
+        (possibly `new` itself). It runs for every row at every step, so the usual case (no stop strings)
+        cuts `new` at once instead of committing token by token."""
+        if self.finish_reason is not None:
+            return []
+        generated = self.generated
+        if self.params.stop:
+            kept = self._commit_checking_text(new)
+        else:
+            room = self.limit - len(generated)  # >= 1: limit >= 1, and reaching it finishes the sequence
+            kept = new if len(new) <= room else new[:room]
+            if not self.stop_ids.isdisjoint(kept):
+                first = next(k for k, token in enumerate(kept) if token in self.stop_ids)
+                kept = kept[:first + 1]
+                self.finish_reason = "stop"
+            generated.extend(kept)
+            if self.finish_reason is None and len(generated) >= self.limit:
+                self.finish_reason = "length"
+        if speculative_step and kept:
+            self.acceptance_lengths.append(len(kept))
+        if self.t_first is None or self.finish_reason is not None:  # read the clock only to record it
+            now = time.perf_counter()
+            if self.t_first is None:
+                self.t_first = now
+            if self.finish_reason is not None:
+                self.t_end = now
+        return kept
+
+    def _commit_checking_text(self, new: list[int]) -> list[int]:
+        """Token by token: each may complete a stop string (a decode of the tail per token)."""
         kept: list[int] = []
         for token in new:
-            if self.finished:
-                break
             self.generated.append(token)
             kept.append(token)
             if token in self.stop_ids:
                 self.finish_reason = "stop"
-            elif self.params.stop and self._find_stop():
+            elif self._find_stop():
                 self.finish_reason = "stop"
             elif len(self.generated) >= self.limit:
                 self.finish_reason = "length"
-        if speculative_step and kept:
-            self.acceptance_lengths.append(len(kept))
-        now = time.perf_counter()
-        if self.t_first is None:
-            self.t_first = now
-        if self.finished:
-            self.t_end = now
+            if self.finish_reason is not None:
+                break
         return kept
 
     def _find_stop(self) -> bool:
