@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 import torch
@@ -87,11 +88,13 @@ def sharp_draft(target):
     return draft
 
 
-def check_samples_match_target(gen, reference, params: SamplingParams, vocab: int) -> None:
+def check_samples_match_target(gen, reference, params: SamplingParams, vocab: int, seeded: bool = False) -> None:
     """3,000 samples of 3 tokens from one prompt follow the exact target marginals (chi-square), and some
-    drafts were accepted (so more than the rejection path was tested)."""
+    drafts were accepted (so more than the rejection path was tested). `seeded`: request i has seed i, so the
+    samples come from the hash streams of 3,000 neighbouring seeds."""
     prompt = [3, 1, 4, 1, 5]
-    results = gen.generate([prompt] * 3000, params)
+    n = 3000
+    results = gen.generate([prompt] * n, [replace(params, seed=i) for i in range(n)] if seeded else params)
     samples = torch.tensor([r.token_ids for r in results])
     s = BatchSampling.build([params], "cpu")
     for position, exact in enumerate(_exact_marginals(reference, prompt, s, vocab)):
@@ -100,14 +103,16 @@ def check_samples_match_target(gen, reference, params: SamplingParams, vocab: in
     assert 1 < max(accepted), "the rejection path alone was tested; the drafter never got accepted"
 
 
-@pytest.mark.parametrize("temperature,top_p,top_k", [(1.0, 1.0, 0), (0.7, 0.9, 0), (1.3, 1.0, 5), (0.9, 0.8, 6)])
-def test_dflash_samples_match_target_distribution(temperature, top_p, top_k):
+@pytest.mark.parametrize("temperature,top_p,top_k,seeded", [(1.0, 1.0, 0, False), (1.0, 1.0, 0, True),
+                                                           (0.7, 0.9, 0, False), (1.3, 1.0, 5, False),
+                                                           (0.9, 0.8, 6, False), (0.9, 0.8, 6, True)])
+def test_dflash_samples_match_target_distribution(temperature, top_p, top_k, seeded):
     vocab = 12
     target, reference = build_tiny("qwen3", seed=1, vocab=vocab)
     torch.manual_seed(0)
     gen = Generator(target, sharp_draft(target), block_size=4, max_batch=64, max_length=32)
     params = SamplingParams(max_new_tokens=3, temperature=temperature, top_p=top_p, top_k=top_k)
-    check_samples_match_target(gen, reference, params, vocab)
+    check_samples_match_target(gen, reference, params, vocab, seeded)
 
 
 def test_seed_reproducible_regardless_of_batch():

@@ -11,7 +11,7 @@ def test_slot_mirrors_follow_admissions_and_releases():
     """Mixed greedy / sampled / filtered requests, some finishing at admission (max_new_tokens=1) or aborted."""
     target, _ = build_tiny("llama", seed=5)
     gen = Generator(target, None, max_batch=6, max_length=96, speculative=False)
-    kinds = [SamplingParams(max_new_tokens=n, temperature=t, top_p=p, seed=i)
+    kinds = [SamplingParams(max_new_tokens=n, temperature=t, top_p=p, seed=i if i % 3 else None)
              for i, (n, t, p) in enumerate([(1, 0.8, 1.0), (5, 0.0, 1.0), (9, 0.7, 0.9), (1, 0.0, 1.0),
                                             (4, 1.0, 1.0), (12, 0.0, 1.0), (3, 0.5, 0.8), (7, 0.0, 1.0)])]
     ids = [gen.add_request(p, k) for p, k in zip(random_prompts(len(kinds), seed=5), kinds, strict=True)]
@@ -24,6 +24,9 @@ def test_slot_mirrors_follow_admissions_and_releases():
         occupied = [s is not None for s in gen.slots]
         assert gen.slot_sampled == [s is not None and not s.params.greedy for s in gen.slots]
         assert gen.slot_filtered == [s is not None and s.params.top_p < 1.0 for s in gen.slots]
+        seeded = [s is not None and s.params.seed is not None for s in gen.slots]
+        assert gen.slot_seeded == seeded
+        assert gen.s_seeded[occupied].tolist() == [x for x, o in zip(seeded, occupied) if o]
         assert gen.active.tolist() == occupied  # finished rows stop advancing
         assert all(s.finish_reason is None for s in gen.slots if s is not None)
         assert gen.num_running == sum(occupied)

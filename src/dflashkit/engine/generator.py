@@ -91,6 +91,7 @@ class Generator:
         # step reads its sampling mode from a slice instead of asking every sequence
         self.slot_sampled = [False] * max_batch
         self.slot_filtered = [False] * max_batch
+        self.slot_seeded = [False] * max_batch  # holds a request with a seed (its uniforms: sampling.hash_uniforms)
         self.waiting: deque[Sequence] = deque()
         self.sequences: dict[int, Sequence] = {}
         self._ids = itertools.count()
@@ -155,6 +156,9 @@ class Generator:
         self.s_top_p = torch.ones(b, dtype=torch.float32, device=dev)
         self.s_top_k = torch.zeros(b, dtype=torch.long, device=dev)
         self.uniforms = torch.zeros(b, 2 * max(self.block_size, 1), dtype=torch.float32, device=dev)
+        self.s_seeded = torch.zeros(b, dtype=torch.bool, device=dev)  # seeded rows' streams: seed, numbers drawn
+        self.s_seed = torch.zeros(b, dtype=torch.long, device=dev)
+        self.s_drawn = torch.zeros(b, dtype=torch.long, device=dev)
         if self.draft is not None:
             self.dcache = DraftCache(self.draft, b, self.capacity)
             width = len(self.draft.target_layer_ids) * t.hidden_size
@@ -208,8 +212,6 @@ class Generator:
                        limit=min(params.max_new_tokens, self.max_length - len(prompt_ids)),
                        tokenizer=self.tokenizer)
         seq.reference, seq.stream_text = reference, stream_text
-        if params.seed is not None:
-            seq.generator = torch.Generator(device=self.device).manual_seed(params.seed)
         self.sequences[seq.id] = seq
         self.waiting.append(seq)
         return seq.id
@@ -245,7 +247,7 @@ class Generator:
             return
         for i in slots:
             self.slots[i] = None
-            self.slot_sampled[i] = self.slot_filtered[i] = False
+            self.slot_sampled[i] = self.slot_filtered[i] = self.slot_seeded[i] = False
         with torch.inference_mode():  # engine buffers are inference tensors
             if len(slots) == 1:
                 self.active[slots[0]] = False
@@ -269,7 +271,7 @@ class Generator:
             size = self.controller.choose(rows) if self.speculative else 1
             kv_len = _bucket(last_pos + size, self.capacity, _MIN_KV)
             if not greedy:
-                self._fill_uniforms(self.slots[:rows], 2 * size)
+                self._fill_uniforms(0, rows, 2 * size)
             absorb = self._must_absorb(running, size)
             if self.oracle_tau is not None and self.speculative:
                 self._next_oracle_accept()
@@ -319,6 +321,7 @@ class Generator:
             self.slots[slot] = seq
             self.slot_sampled[slot] = not seq.params.greedy
             self.slot_filtered[slot] = _filters(seq.params)
+            self.slot_seeded[slot] = seq.params.seed is not None
             admitted.append((slot, seq))
         firsts: dict[int, int] = {}
         for group in _prefill_groups(sorted(admitted, key=lambda x: len(x[1].prompt_ids)), self.prefill_tokens):
@@ -339,6 +342,11 @@ class Generator:
             self.s_temp[slot] = seq.params.temperature
             self.s_top_p[slot] = seq.params.top_p
             self.s_top_k[slot] = seq.params.top_k
+        slot_t = torch.tensor(slots, device=dev)
+        seeds = [seq.params.seed for _, seq in group]  # any int: taken mod 2**64, as int64
+        self.s_seeded[slot_t] = torch.tensor([x is not None for x in seeds], device=dev)
+        self.s_seed[slot_t] = torch.tensor([((x or 0) + 2**63) % 2**64 - 2**63 for x in seeds], device=dev)
+        self.s_drawn[slot_t] = 0  # the first token's draw below starts the stream
         ids = torch.zeros(len(group), width, dtype=torch.long)
         for row, (_, seq) in enumerate(group):
             ids[row, :lengths[row]] = torch.tensor(seq.prompt_ids)
@@ -359,10 +367,9 @@ class Generator:
                 firsts.append(row_logits[0, 0].argmax())
             else:
                 s = self._sampling(slot, slot + 1, _filters(seq.params))
-                self._fill_uniforms([seq], 1, start=slot)
+                self._fill_uniforms(slot, slot + 1, 1)
                 firsts.append(sampling.sample(sampling.probs(row_logits, s)[:, 0], self.uniforms[slot:slot + 1, 0])[0])
         first = torch.stack(firsts)
-        slot_t = torch.tensor(slots, device=dev)
         length_t = torch.tensor(lengths, device=dev)
         if self.speculative:
             ctx = self.draft.project_context(feats.to(self.draft.dtype))
@@ -384,13 +391,18 @@ class Generator:
         return first.tolist()
 
     # ------------------------------------------------------------------ kernels
-    def _fill_uniforms(self, seqs: list[Sequence | None], width: int, start: int = 0) -> None:
-        """Random numbers for this step: a seeded sequence draws from its own generator."""
-        block = self.uniforms[start:start + len(seqs), :width]
-        block.uniform_()
-        for i, seq in enumerate(seqs):
-            if seq is not None and seq.generator is not None:
-                block[i] = torch.rand(width, device=self.device, generator=seq.generator)
+    def _fill_uniforms(self, lo: int, hi: int, width: int) -> None:
+        """Random numbers for slots lo..hi-1, `width` per row. A seeded row's are the next numbers of its own
+        stream (sampling.hash_uniforms), whatever slot it is in and whatever else is batched; all rows at once."""
+        block = self.uniforms[lo:hi, :width]
+        seeded = self.slot_seeded[lo:hi]
+        if not all(seeded):
+            block.uniform_()
+        if any(seeded):
+            drawn = self.s_drawn[lo:hi]
+            hashed = sampling.hash_uniforms(self.s_seed[lo:hi], drawn, width)
+            block.copy_(hashed if all(seeded) else torch.where(self.s_seeded[lo:hi, None], hashed, block))
+            drawn += width  # every row's count: an unseeded row's is never read (reset at admission)
 
     def _sampling(self, lo: int, hi: int, filtered: bool) -> BatchSampling:
         """Rows lo..hi-1; `filtered`: some row uses top-p/top-k (else the vocabulary sort is skipped)."""

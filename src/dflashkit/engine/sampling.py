@@ -1,8 +1,10 @@
 """Sampling math: logits -> probabilities (temperature, top-k, top-p) and the lossless acceptance rules.
 
 The same `probs` function is applied to target and drafter logits, so rejection sampling preserves
-the target's *processed* distribution exactly. All randomness enters as uniforms, drawn per sequence
-from that sequence's own generator: a seeded request gives the same tokens whatever else is batched.
+the target's *processed* distribution exactly. All randomness enters as uniforms in [0, 1). A seeded
+request's are a hash of (seed, index) (`hash_uniforms`), so it gives the same tokens whatever else is
+batched (at a fixed block size: the adaptive one chooses from the batch's step times); the others' come
+from torch's global generator.
 """
 
 from __future__ import annotations
@@ -83,6 +85,41 @@ class BatchSampling:
             all_greedy=all(p.greedy for p in rows),
             needs_filter=any(not p.greedy and (p.top_p < 1 or p.top_k > 0) for p in rows),
         )
+
+
+def _i64(x: int) -> int:
+    """A 64-bit constant as the signed int64 that torch stores."""
+    return x - (1 << 64) if x >= 1 << 63 else x
+
+
+_GOLDEN = _i64(0x9E3779B97F4A7C15)  # splitmix64's stream increment: 2**64 / golden ratio, odd
+_MIX1, _MIX2 = _i64(0xBF58476D1CE4E5B9), _i64(0x94D049BB133111EB)
+
+
+def _shr(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64: torch's >> is arithmetic (it copies the sign bit), so mask those off."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def _mix64(x: torch.Tensor) -> torch.Tensor:
+    """splitmix64's finaliser: a bijection of 64-bit words; each input bit flips about half the output bits.
+    int64 products wrap, i.e. are the unsigned products mod 2**64."""
+    x = (x ^ _shr(x, 30)) * _MIX1
+    x = (x ^ _shr(x, 27)) * _MIX2
+    return x ^ _shr(x, 31)
+
+
+def hash_uniforms(seed: torch.Tensor, counter: torch.Tensor, width: int) -> torch.Tensor:
+    """Numbers counter .. counter + width - 1 of each row's stream: seed, counter [B] int64 -> [B, width]
+    float32 uniforms in [0, 1), at most 1 - 2**-24 (the top 24 bits of the hash, exact in float32).
+
+    Counter-based (splitmix64 keyed by the hashed seed): number n of a seed is a pure function of (seed, n),
+    so the seeded rows of a step draw together in a few elementwise ops, in whatever slots they sit. One
+    torch.Generator per request meant a kernel and host work per row and step: at 512 rows on an H100 that
+    cost as much as the model (23.5 ms per step vs 11.0 greedy)."""
+    n = counter[:, None] + torch.arange(width, device=counter.device)
+    x = _mix64(_mix64(seed)[:, None] + n * _GOLDEN)
+    return _shr(x, 40).float() * 2.0 ** -24
 
 
 def probs(logits: torch.Tensor, s: BatchSampling) -> torch.Tensor:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import torch
-
 from .sampling import SamplingParams
 
 _TAIL = 48  # tokens re-decoded when looking for a stop string that may span tokens
@@ -72,7 +70,6 @@ class Sequence:
     generated: list[int] = field(default_factory=list)
     acceptance_lengths: list[int] = field(default_factory=list)
     finish_reason: str | None = None
-    generator: torch.Generator | None = None
     reference: list[int] | None = None  # oracle mode: the continuation the drafts replay
     stream_text: bool = True  # Update.text per step; False: the text only at the end (detokenising costs host time)
     t_submit: float = field(default_factory=time.perf_counter)

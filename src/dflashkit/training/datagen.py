@@ -121,7 +121,7 @@ def _reseed(params: SamplingParams, job: _Job) -> SamplingParams:
     """Sampling: a per-(prompt, turn) seed, so a resumed shard draws the same answers."""
     from dataclasses import replace
 
-    return replace(params, seed=params.seed * 1_000_003 + job.conv * 31 + job.turn)
+    return replace(params, seed=(params.seed * 1_000_003 + job.conv) * 1_000_003 + job.turn)  # distinct per turn
 
 
 def _write(out_dir, shard: int, state: _ShardState, complete: bool, meta: dict | None) -> None:
