@@ -338,14 +338,13 @@ class Generator:
         # padded to a multiple of _ALIGN: few distinct prefill shapes, so a new prompt length does not pay
         # first-use costs (GEMM heuristics, allocator growth) that cost ~40 ms of time to first token on a GPU
         width = min(_round_up(max(lengths), _ALIGN), self.capacity)
-        for slot, seq in group:
-            self.s_temp[slot] = seq.params.temperature
-            self.s_top_p[slot] = seq.params.top_p
-            self.s_top_k[slot] = seq.params.top_k
+        params = [seq.params for _, seq in group]  # the slots' sampling settings, one write per setting
         slot_t = torch.tensor(slots, device=dev)
-        seeds = [seq.params.seed for _, seq in group]  # any int: taken mod 2**64, as int64
-        self.s_seeded[slot_t] = torch.tensor([x is not None for x in seeds], device=dev)
-        self.s_seed[slot_t] = torch.tensor([((x or 0) + 2**63) % 2**64 - 2**63 for x in seeds], device=dev)
+        self.s_temp[slot_t] = torch.tensor([p.temperature for p in params], dtype=torch.float32, device=dev)
+        self.s_top_p[slot_t] = torch.tensor([p.top_p for p in params], dtype=torch.float32, device=dev)
+        self.s_top_k[slot_t] = torch.tensor([p.top_k for p in params], device=dev)
+        self.s_seeded[slot_t] = torch.tensor([p.seed is not None for p in params], device=dev)
+        self.s_seed[slot_t] = torch.tensor([sampling.as_int64(p.seed or 0) for p in params], device=dev)
         self.s_drawn[slot_t] = 0  # the first token's draw below starts the stream
         ids = torch.zeros(len(group), width, dtype=torch.long)
         for row, (_, seq) in enumerate(group):

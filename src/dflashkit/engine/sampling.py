@@ -87,13 +87,13 @@ class BatchSampling:
         )
 
 
-def _i64(x: int) -> int:
-    """A 64-bit constant as the signed int64 that torch stores."""
-    return x - (1 << 64) if x >= 1 << 63 else x
+def as_int64(x: int) -> int:
+    """Any Python int mod 2**64, as the signed int64 torch stores (seeds, 64-bit constants)."""
+    return (x + (1 << 63)) % (1 << 64) - (1 << 63)
 
 
-_GOLDEN = _i64(0x9E3779B97F4A7C15)  # splitmix64's stream increment: 2**64 / golden ratio, odd
-_MIX1, _MIX2 = _i64(0xBF58476D1CE4E5B9), _i64(0x94D049BB133111EB)
+_GOLDEN = as_int64(0x9E3779B97F4A7C15)  # splitmix64's stream increment: 2**64 / golden ratio, odd
+_MIX1, _MIX2 = as_int64(0xBF58476D1CE4E5B9), as_int64(0x94D049BB133111EB)
 
 
 def _shr(x: torch.Tensor, k: int) -> torch.Tensor:

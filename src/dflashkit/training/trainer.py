@@ -21,12 +21,7 @@ from ..models.draft_vocab import always_kept, auto_size, count_tokens, kept_ids
 from ..models.loading import load_target, resolve_dtype
 from ..models.target import TargetBase
 from . import distributed
-from .checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
-    restore_optimizer,
-    save_checkpoint,
-)
+from .checkpoint import latest_checkpoint, load_checkpoint, restore_optimizer, save_checkpoint
 from .dataset import BatchPlan, SequenceData, collate
 from .draft_init import draft_config, new_draft
 from .features import TargetFeatures
