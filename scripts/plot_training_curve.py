@@ -45,7 +45,7 @@ def main() -> None:
                        label=f"{label}: engine tau, held-out ShareGPT")
     ax.set_xlabel("blocks trained (millions; 15 labelled tokens each)")
     ax.set_ylabel("acceptance length tau (block 16)")
-    ax.set_title("SmolLM2-135M-Instruct drafter, 3 layers, one H100")
+    ax.set_title("SmolLM2-135M-Instruct drafters (block 16), one GPU")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -213,6 +213,8 @@ class _Run:
 
     def _finish(self) -> dict:
         summary = {"step": self.state["step"], "elapsed_s": round(self.state["elapsed_s"], 1)}
+        if self.dev.type == "cuda":  # what a user needs to size the batch (or fit several runs on one GPU)
+            summary["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated(self.dev) / 2**30, 2)
         if self.env.main:
             export = copy.deepcopy(self.draft).to(resolve_dtype(self.cfg.export_dtype, "cpu")).eval()
             # which tokens the answers use: lets the engine prune the draft vocabulary (models/draft_vocab.py)
