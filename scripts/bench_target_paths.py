@@ -77,8 +77,8 @@ def main() -> int:
                 for kernel in args.attention.split(","):
                     attention.MODE = kernel
                     for target in targets:
-                        step = lambda tg=target, x=tokens, q=pos, li=ids: tg.forward(x, q, kv_len=args.kv_len,
-                                                                                  layer_ids=li)
+                        def step(tg=target, x=tokens, q=pos, li=ids):
+                            return tg.forward(x, q, kv_len=args.kv_len, layer_ids=li)
                         name = target.path if kernel == "auto" else f"{target.path}_{kernel}"
                         row[name] = round(graphed_latency_ms(step, iters=30), 3)
                 attention.MODE = "auto"

@@ -46,7 +46,8 @@ def datagen(gen: Generator, tok, prompts: list[str], budget_s: float, max_prompt
         for ids, r in zip(batch, results):
             if len(r.token_ids) >= 8:
                 data.append((ids + r.token_ids, len(ids)))
-        log(datagen_sequences=len(data), tokens=sum(len(s) - p for s, p in data), elapsed_s=round(time.time() - start, 1))
+        log(datagen_sequences=len(data), tokens=sum(len(s) - p for s, p in data),
+            elapsed_s=round(time.time() - start, 1))
     return data
 
 
