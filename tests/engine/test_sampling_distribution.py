@@ -152,3 +152,17 @@ def test_generate_leaves_engine_usable_after_an_error(monkeypatch):
     monkeypatch.setattr(gen, "_step_body", real)
     assert not gen.has_work()
     assert len(gen.generate([[1, 2, 3]], SamplingParams(max_new_tokens=8))[0].token_ids) == 8
+
+
+def test_vanishing_temperature_is_greedy_and_a_huge_top_k_is_off():
+    """logits / 1e-39 overflow float32 (NaN-sampled tokens), and a top_k past int64 failed the batch's step for
+    every request in it: the first samples as greedy, the second keeps every token."""
+    target, _ = build_tiny("llama", seed=2)
+    gen = Generator(target, random_draft(target), block_size=4, max_batch=4, max_length=64)
+    greedy = gen.generate([[1, 2, 3]], SamplingParams(max_new_tokens=12))[0].token_ids
+    tiny = SamplingParams(max_new_tokens=12, temperature=1e-39)
+    assert tiny.greedy and gen.generate([[1, 2, 3]], tiny)[0].token_ids == greedy
+    plain = SamplingParams(max_new_tokens=12, temperature=1.0, seed=7)
+    huge = SamplingParams(max_new_tokens=12, temperature=1.0, seed=7, top_k=10**30)
+    out = gen.generate([[1, 2, 3], [4, 5]], [huge, plain])
+    assert len(out[0].token_ids) == 12 and len(out[1].token_ids) == 12

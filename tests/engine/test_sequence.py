@@ -39,6 +39,14 @@ def test_stop_string_across_tokens_truncates_text_and_tokens():
     assert seq.acceptance_lengths == [5]
 
 
+def test_a_stop_string_longer_than_the_usual_tail_is_found():
+    stop = "bc" * 40  # 80 tokens (one letter each), more than the 48-token tail re-decoded for short stops
+    seq = make(stop=[stop], limit=200)
+    assert seq.extend(ids("a" + stop[:-1]), speculative_step=True) == ids("a" + stop[:-1]) and not seq.finished
+    assert seq.extend(ids(stop[-1] + "xyz"), speculative_step=True) == ids(stop[-1])
+    assert seq.finish_reason == "stop" and seq.final_text() == "a"
+
+
 def test_streaming_holds_back_possible_stop_prefix():
     seq = make(stop=["xyz"])
     seq.extend(ids("abx"), speculative_step=True)

@@ -8,6 +8,8 @@ import httpx
 import pytest
 from serving_harness import API_KEY, MODEL, server  # noqa: F401  (fixture)
 
+from dflashkit.serving.protocol import MAX_STOP_BYTES, MAX_STOP_STRINGS
+
 CHAT, COMP = "/v1/chat/completions", "/v1/completions"
 HI = [{"role": "user", "content": "hi"}]
 
@@ -73,6 +75,20 @@ CASES = [
     ("wrong-scheme", CHAT, chat(), {"Authorization": f"Basic {API_KEY}"}, 401, "invalid_api_key", None),
     ("models-without-key", "/v1/models", None, {"Authorization": ""}, 401, "invalid_api_key", None),
     ("unknown-route", "/v1/embeddings", chat(), None, 404, "not_found", None),
+    # json's decoder recursed into a RecursionError (500); half a UTF-16 pair failed in the tokenizer (500)
+    ("nested-too-deeply", CHAT, b"[" * 30_000 + b"]" * 30_000, None, 400, "invalid_json", None),
+    ("lone-surrogate-prompt", COMP, b'{"prompt": "a\\ud800b", "max_tokens": 4}', None, 400, "invalid_json", None),
+    ("lone-surrogate-content", CHAT, b'{"messages": [{"role": "user", "content": "\\udc00"}]}', None, 400,
+     "invalid_json", None),
+    ("tool-message", CHAT, chat(messages=[{"role": "tool", "content": "42", "tool_call_id": "call_1"}]), None, 400,
+     "unsupported_parameter", "messages.0.role"),
+    # a union's error names the member the client meant, not "should be a valid string" for the whole field
+    ("content-part-text-number", CHAT, chat(messages=[{"role": "user", "content": [{"type": "text", "text": 5}]}]),
+     None, 400, "invalid_type", "messages.0.content.0.text"),
+    ("stop-list-number", CHAT, chat(stop=["a", 1]), None, 400, "invalid_type", "stop.1"),
+    ("too-many-stops", CHAT, chat(stop=[str(i) for i in range(MAX_STOP_STRINGS + 1)]), None, 400, None, "stop"),
+    ("stop-too-long", CHAT, chat(stop="y" * (MAX_STOP_BYTES + 1)), None, 400, None, "stop"),
+    ("unknown-model-card", "/v1/models/gpt-17", None, None, 404, "model_not_found", "model"),
 ]
 
 
@@ -96,6 +112,53 @@ def test_bad_request_gets_openai_error(server, path, body, headers, status, code
 def test_wrong_method_is_405_json(server):
     r = server.http.get(CHAT)
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    assert r.headers["allow"] == "POST"  # HTTP requires a 405 to name the allowed methods
+
+
+def test_wrong_typed_huge_field_is_not_echoed_whole(server):
+    r = server.http.post(CHAT, json=chat(messages="x" * 50_000))
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
+    assert len(r.json()["error"]["message"]) < 500
+
+
+def test_surrogate_pair_escape_is_one_character(server):
+    """Escaped emoji (a valid pair, as json.dumps writes them) must pass the lone-surrogate check."""
+    r = server.http.post(COMP, content=b'{"prompt": "hi \\ud83d\\ude00", "max_tokens": 2, "temperature": 0}',
+                         headers={"Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+
+
+def test_huge_top_k_is_off_not_a_failed_step(server):
+    """top_k past int64 failed the whole batch's step (a 500 for every running request); >= vocab means off."""
+    kwargs = dict(model=MODEL, prompt="Numbers:", max_tokens=12, temperature=0.8, seed=7)
+    client = server.openai()
+    off = client.completions.create(**kwargs, extra_body={"top_k": 0}).choices[0].text
+    huge = client.completions.create(**kwargs, extra_body={"top_k": 10**30}).choices[0].text
+    assert huge == off
+
+
+def test_vanishing_temperature_is_greedy(server):
+    """logits / 1e-39 overflow float32: the answer was NaN-sampled garbage (token 0 over and over)."""
+    client = server.openai()
+    greedy = client.completions.create(model=MODEL, prompt="Numbers:", max_tokens=12, temperature=0)
+    tiny = client.completions.create(model=MODEL, prompt="Numbers:", max_tokens=12, temperature=1e-39)
+    assert tiny.choices[0].text == greedy.choices[0].text
+
+
+def test_a_long_stop_string_is_found(server):
+    """The engine looked for stops in its last 48 tokens' text only: a longer stop was silently never found."""
+    client = server.openai()
+    text = client.completions.create(model=MODEL, prompt="Numbers:", max_tokens=90, temperature=0).choices[0].text
+    if len(text) < 75:
+        pytest.skip(f"the random model stopped early: {text!r}")
+    stop = text[5:70]  # one character a token (tiny tokenizer): spans 65 tokens
+    cut = client.completions.create(model=MODEL, prompt="Numbers:", max_tokens=90, temperature=0, stop=stop)
+    assert cut.choices[0].text == text[:text.index(stop)] and cut.choices[0].finish_reason == "stop"
+
+
+def test_model_card_by_name(server):
+    card = server.openai().models.retrieve(MODEL)
+    assert card.id == MODEL and card.model_extra["max_model_len"] == server.gen.max_length
 
 
 def test_openai_client_raises_typed_errors(server):

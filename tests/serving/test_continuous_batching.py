@@ -94,9 +94,14 @@ def test_client_disconnect_mid_stream_frees_the_slot(server):
     assert httpx.get(server.url + "/health").json() == {"status": "ok", "running": 0, "queued": 0}
 
 
+def chat_responses(server, status: int) -> float:
+    return server.metric(f'dflashkit_requests_total{{endpoint="/v1/chat/completions",status="{status}"}}')
+
+
 def test_client_timeout_on_whole_answer_frees_the_slot(server):
     messages = long_stream_prompt(server)
     aborted = server.metric("dflashkit_aborted_requests_total")
+    closed, failed = chat_responses(server, 499), chat_responses(server, 500)
     server.gen.delay = 0.02
     try:
         with pytest.raises(httpx.ReadTimeout):
@@ -104,6 +109,12 @@ def test_client_timeout_on_whole_answer_frees_the_slot(server):
                              json={"model": MODEL, "messages": messages, "max_tokens": 150, "temperature": 0})
         server.wait_idle(timeout=5)
         assert server.metric("dflashkit_aborted_requests_total") == aborted + 1
+        # the handler ends as a 499; it read the result of the task it had just cancelled (a 500 and a traceback)
+        deadline = time.time() + 5
+        while chat_responses(server, 499) == closed:
+            assert time.time() < deadline, "the departed client's request was never answered"
+            time.sleep(0.02)
+        assert chat_responses(server, 500) == failed
     finally:
         server.gen.delay = 0.0
 

@@ -16,6 +16,9 @@ import torch
 
 from ..errors import RequestError
 
+GREEDY_BELOW = 1e-5  # temperatures under this sample as greedy
+TOP_K_MAX = 2**31 - 1
+
 
 @dataclass
 class SamplingParams:
@@ -58,8 +61,10 @@ class SamplingParams:
                 bad("stop", self.stop, "must be non-empty strings")
         if self.stop_token_ids is not None and not all(isinstance(i, int) and i >= 0 for i in self.stop_token_ids):
             bad("stop_token_ids", self.stop_token_ids, "must be non-negative integers")
-        self.temperature = float(self.temperature)
+        # logits / t overflows float32 for t near 0 (NaN probabilities): such a temperature is greedy, as in vLLM
+        self.temperature = float(self.temperature) if self.temperature >= GREEDY_BELOW else 0.0
         self.top_p = float(self.top_p)
+        self.top_k = min(self.top_k, TOP_K_MAX)  # beyond any vocabulary (= off); an int64 tensor holds it
 
 
 @dataclass

@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 
 from .sampling import SamplingParams
 
-_TAIL = 48  # tokens re-decoded when looking for a stop string that may span tokens
+_TAIL = 48  # tokens re-decoded when looking for a stop string that may span tokens (more for long stop strings)
+
+
+def _stop_window(stops) -> int:
+    """Tokens whose text surely holds the longest stop string: a token adds at least one byte of text, except
+    special tokens, which decode to nothing (hence the margin). Shorter windows missed long stop strings."""
+    return max(_TAIL, max(len(s.encode("utf-8", "replace")) for s in stops) + 16)
 
 
 def _stop_prefix_len(text: str, stops) -> int:
@@ -81,6 +87,7 @@ class Sequence:
     _dec_sent: int = 0  # chars past that text already decoded while a split character was still arriving
     _held: str = ""  # decoded text not yet sent: it may be the start of a stop string
     _stop_at: int | None = None  # char offset of a matched stop string
+    _window: int = 0  # tokens re-decoded per stop-string check (_stop_window), set on first use
 
     @property
     def finished(self) -> bool:
@@ -137,7 +144,9 @@ class Sequence:
         return kept
 
     def _find_stop(self) -> bool:
-        tail = self.tokenizer.decode(self.generated[-_TAIL:], skip_special_tokens=True)
+        if not self._window:
+            self._window = _stop_window(self.params.stop)
+        tail = self.tokenizer.decode(self.generated[-self._window:], skip_special_tokens=True)
         if not any(s in tail for s in self.params.stop):
             return False
         text = self.full_text()

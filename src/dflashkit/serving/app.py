@@ -63,20 +63,28 @@ def create_app(gen, config: ServerConfig) -> FastAPI:
     async def prometheus() -> PlainTextResponse:
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
+    def card() -> dict:
+        return {"id": config.served_model_name, "object": "model", "created": created, "owned_by": "dflashkit",
+                "max_model_len": engine.max_length}
+
     @app.get("/v1/models")
     async def models(request: Request) -> JSONResponse:
         check_api_key(request, config.api_key)
-        card = {"id": config.served_model_name, "object": "model", "created": created, "owned_by": "dflashkit",
-                "max_model_len": engine.max_length}
-        return JSONResponse({"object": "list", "data": [card]})
+        return JSONResponse({"object": "list", "data": [card()]})
+
+    @app.get("/v1/models/{model:path}")  # openai's `client.models.retrieve(name)`; :path as names hold '/'
+    async def model(request: Request, model: str) -> JSONResponse:
+        check_api_key(request, config.api_key)
+        if model not in names:
+            raise _unknown_model(model, config.served_model_name)
+        return JSONResponse(card())
 
     async def generate(request: Request, chat: bool) -> Response:
         check_api_key(request, config.api_key)
         body = parse_json(await read_body(request, config.max_body_bytes))
         req, engine_request = (chat_request if chat else completion_request)(body)
         if req.model is not None and req.model not in names:
-            raise APIError(404, f"The model '{req.model}' does not exist; this server serves "
-                           f"'{config.served_model_name}'", param="model", code="model_not_found")
+            raise _unknown_model(req.model, config.served_model_name)
         handle = engine.submit(engine_request)
         try:
             first = await handle.next()  # accepted, or a 400 found while tokenising (e.g. context length)
@@ -103,6 +111,11 @@ def create_app(gen, config: ServerConfig) -> FastAPI:
     return app
 
 
+def _unknown_model(name: str, served: str) -> APIError:
+    return APIError(404, f"The model '{name}' does not exist; this server serves '{served}'", param="model",
+                    code="model_not_found")
+
+
 async def _collect(request: Request, handle: Handle, reply: Reply) -> Response:
     """Wait for the whole answer, aborting the sequence if the client hangs up first."""
 
@@ -123,7 +136,7 @@ async def _collect(request: Request, handle: Handle, reply: Reply) -> Response:
         if not work.done():
             work.cancel()
             handle.cancel()
-    if work.cancelled():
+    if not work.done() or work.cancelled():  # `cancel()` only asks: the task ends at its next await, not here
         return Response(status_code=499)  # client closed the request (nginx's code); nobody reads this
     return JSONResponse(work.result())
 
@@ -134,8 +147,8 @@ async def _disconnected(request: Request) -> None:
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    def reply(error: APIError) -> JSONResponse:
-        return JSONResponse(error.body(), status_code=error.status)
+    def reply(error: APIError, headers: dict | None = None) -> JSONResponse:
+        return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
@@ -148,7 +161,8 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return reply(APIError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", code=code))
+        error = APIError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", code=code)
+        return reply(error, exc.headers)  # a 405 names the methods allowed (`Allow`), as HTTP requires
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> JSONResponse:

@@ -7,6 +7,7 @@ with the engine, and the prompt length is known before the request is accepted.
 from __future__ import annotations
 
 from ..engine.sampling import SamplingParams
+from ..errors import RequestError
 from .errors import bad_request, context_exceeded
 from .protocol import EngineRequest
 
@@ -15,8 +16,8 @@ def prompt_ids(gen, req: EngineRequest) -> list[int]:
     if req.messages is not None:
         try:
             return gen.chat_prompt(req.messages)
-        except ValueError:
-            raise  # RequestError: the engine's own message is clear
+        except RequestError:
+            raise  # the engine's own message is clear (a DFlashError: a 400)
         except Exception as exc:  # a chat template that refuses the conversation (jinja TemplateError, ...)
             raise bad_request(f"the model's chat template rejected these messages: {exc}", "messages") from None
     if isinstance(req.prompt, str):
@@ -26,6 +27,12 @@ def prompt_ids(gen, req: EngineRequest) -> list[int]:
     if bad:
         raise bad_request(f"prompt token ids {bad[:5]} are outside the vocabulary 0..{vocab - 1}", "prompt")
     return list(req.prompt)
+
+
+def _top_k(gen, top_k: int) -> int:
+    """top_k >= the vocabulary keeps every token, i.e. is off; the step packs top_k into an int64 tensor, so a
+    JSON integer past 2**63 failed the whole batch's step (every running request a 500), not just this one."""
+    return 0 if top_k >= gen.target.vocab_size else top_k
 
 
 def plan(gen, req: EngineRequest) -> tuple[list[int], SamplingParams]:
@@ -43,6 +50,6 @@ def plan(gen, req: EngineRequest) -> tuple[list[int], SamplingParams]:
                                f"{len(ids)} and max_tokens asks for {req.max_tokens} more. Lower max_tokens to "
                                f"at most {room} or shorten the prompt.", "max_tokens")
     max_new = req.max_tokens or min(req.default_max_tokens or room, room)
-    params = SamplingParams(max_new_tokens=max_new, temperature=req.temperature, top_p=req.top_p, top_k=req.top_k,
-                            seed=req.seed, stop=req.stop)
+    params = SamplingParams(max_new_tokens=max_new, temperature=req.temperature, top_p=req.top_p,
+                            top_k=_top_k(gen, req.top_k), seed=req.seed, stop=req.stop)
     return ids, params

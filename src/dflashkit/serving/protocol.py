@@ -8,12 +8,16 @@ The result is an `EngineRequest`: plain values the engine side turns into tokens
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import APIError, bad_request, unsupported
+
+MAX_STOP_STRINGS = 16  # each is searched for after every generated token, on the engine every request shares
+MAX_STOP_BYTES = 1024  # and each search re-decodes a window of tokens as long as the longest stop string
 
 
 class _Strict(BaseModel):
@@ -29,10 +33,11 @@ class TextPart(_Strict):
 
 
 class Message(_Strict):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]  # the last two: refused by name
     content: str | list[TextPart] | None = None
     name: str | None = None
     tool_calls: list[Any] | None = None  # accepted only empty: echoed history from clients
+    tool_call_id: str | None = None
     refusal: str | None = None
 
 
@@ -98,14 +103,31 @@ class EngineRequest:
     stream: bool = False  # False: the HTTP side waits for the whole answer, so no per-step deltas are sent
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def parse_json(raw: bytes) -> dict:
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise bad_request(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:  # json's decoder recurses per nesting level: 30k '[' are a 500 otherwise
+        raise bad_request("request body is not valid JSON: nested too deeply", code="invalid_json") from None
     if not isinstance(body, dict):
         raise bad_request("request body must be a JSON object", code="invalid_json")
+    if _SURROGATE_ESCAPE.search(raw):
+        _refuse_lone_surrogates(body)
     return body
+
+
+def _refuse_lone_surrogates(body: dict) -> None:
+    """JSON lets a string hold half of a UTF-16 pair ("\\ud800"); no tokenizer can encode it (it failed deep in
+    the engine as a 500). Pairs (escaped emoji) decode to one character and pass."""
+    try:
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise bad_request("request body is not valid JSON text: a string holds an unpaired UTF-16 surrogate "
+                          "escape (\\ud800-\\udfff)", code="invalid_json") from None
 
 
 def validate(schema: type[_Strict], body: dict) -> _Strict:
@@ -116,15 +138,23 @@ def validate(schema: type[_Strict], body: dict) -> _Strict:
 
 
 def _validation_error(exc: ValidationError) -> APIError:
-    """The first problem, phrased like OpenAI's messages, with its dotted path as `param`."""
-    err = exc.errors()[0]
+    """The first field's problem (its deepest error), phrased like OpenAI's messages; its dotted path is `param`."""
+    err = _deepest(exc.errors())
     param = ".".join(str(p) for p in err["loc"] if not _is_type_tag(p)) or None
     if err["type"] == "extra_forbidden":
         return bad_request(f"Unrecognized request argument supplied: {param}", param, "unrecognized_argument")
     if err["type"] == "missing":
         return bad_request(f"Missing required parameter: '{param}'", param, "missing_required_parameter")
-    return bad_request(f"Invalid value for '{param}': {err['msg']} (got {err.get('input')!r})", param,
-                       "invalid_type")
+    got = repr(err.get("input"))
+    got = got if len(got) <= 200 else got[:200] + "..."  # a wrong-typed 1 MB field is not echoed whole
+    return bad_request(f"Invalid value for '{param}': {err['msg']} (got {got})", param, "invalid_type")
+
+
+def _deepest(errors: list[dict]) -> dict:
+    """Of one field's errors, the deepest: for a union (content: str | list of parts) pydantic lists each member's
+    failure, and the one that got furthest is the form the client meant (`content.0.text`, not 'not a str')."""
+    first = errors[0]["loc"][:1]
+    return max((e for e in errors if e["loc"][:1] == first), key=lambda e: len(e["loc"]))
 
 
 def _is_type_tag(part) -> bool:
@@ -170,6 +200,8 @@ def _refuse_completion_only(req: CompletionRequest) -> None:
 
 
 def _message_text(m: Message, i: int) -> str:
+    if m.role in ("tool", "function"):
+        raise unsupported(f"messages.{i}.role", f"messages of role {m.role!r}: tool calling is not implemented")
     if m.tool_calls:
         raise unsupported(f"messages.{i}.tool_calls", "tool calling is not implemented")
     if m.content is None:
@@ -194,11 +226,25 @@ def _sampling_values(req: _Sampling) -> dict:
     top_k = req.top_k or 0
     if top_k < -1:
         raise bad_request(f"top_k={top_k} must be >= 0 (-1 or 0 = off)", "top_k")
-    stop = [req.stop] if isinstance(req.stop, str) else req.stop
-    if stop is not None and not all(stop):
-        raise bad_request("stop strings must be non-empty", "stop")
+    stop = _stop_strings(req.stop)
     return dict(temperature=float(temperature), top_p=float(top_p), top_k=max(top_k, 0), seed=req.seed,
                 stop=stop or None)
+
+
+def _stop_strings(stop: str | list[str] | None) -> list[str] | None:
+    stop = [stop] if isinstance(stop, str) else stop
+    if stop is None:
+        return None
+    if not all(stop):
+        raise bad_request("stop strings must be non-empty", "stop")
+    if len(stop) > MAX_STOP_STRINGS:
+        raise bad_request(f"{len(stop)} stop strings: at most {MAX_STOP_STRINGS}", "stop")
+    for i, s in enumerate(stop):
+        size = len(s.encode(errors="replace"))
+        if size > MAX_STOP_BYTES:
+            raise bad_request(f"stop string {i} ({s[:20]!r}...) is {size} bytes long (UTF-8): the server looks for "
+                              f"stop strings of at most {MAX_STOP_BYTES} bytes", "stop")
+    return stop
 
 
 def _max_tokens(value: int | None, param: str) -> int | None:
