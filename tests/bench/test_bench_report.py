@@ -107,3 +107,19 @@ def test_compare_lines_up_two_single_mode_runs():
     text = render_comparison(report("hf", 10), report("openai", 30), "base", "ours")
     row = next(line for line in text.splitlines() if line.startswith("hf vs openai"))
     assert row.split()[3:7] == ["1", "10.0", "30.0", "3.00x"]
+
+
+def test_differing_outputs_report_where_they_part():
+    from dflashkit.bench.metrics import compare_modes
+    from dflashkit.bench.records import RequestRecord, RunResult
+
+    def run(mode, texts):
+        return RunResult(mode, 1, 1.0, [RequestRecord(f"s{i}", 0, 3, 5, 1.0, 0.1, text=t) for i, t in enumerate(texts)])
+
+    summaries = [{"tokens_per_s": 10.0, "latency_s_p50": 1.0}] * 2
+    ar, same = run("ar", ["abcdef", "xyz", "hello world"]), run("dflash", ["abcdef", "xyz", "hello world"])
+    assert compare_modes([ar, same], summaries)["1"] == {"speedup": 1.0, "latency_speedup": 1.0,
+                                                        "identical_outputs": 1.0, "differing_agree_chars_p50": None}
+    parted = run("dflash", ["abcdXX", "q", "hello world"])  # part after 4 characters and at the first
+    cmp = compare_modes([ar, parted], summaries)["1"]
+    assert cmp["identical_outputs"] == pytest.approx(1 / 3) and cmp["differing_agree_chars_p50"] == 2.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter
 
 from .records import RunResult
@@ -56,8 +57,21 @@ def compare_modes(runs: list[RunResult], summaries: list[dict]) -> dict[str, dic
             "latency_speedup": _ratio(ar_sum["latency_s_p50"], dflash_sum["latency_s_p50"]),
             # greedy DFlash is lossless: outputs should match AR (low precision can flip near-ties)
             "identical_outputs": sum(a.text == b.text for a, b in pairs) / len(pairs) if pairs else None,
+            "differing_agree_chars_p50": _median_or_none([_common_prefix(a.text, b.text) for a, b in pairs
+                                                          if a.text != b.text]),
         }
     return out
+
+
+def _median_or_none(values: list[int]) -> float | None:
+    return float(statistics.median(values)) if values else None
+
+
+def _common_prefix(a: str, b: str) -> int:
+    """Characters two answers share before they part: a rounding flip at a near-tie parts them late and once,
+    a broken verifier from the first tokens on."""
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

@@ -48,8 +48,10 @@ def render_report(report: dict) -> str:
     lines = [head, format_table(HEADERS, summary_rows(report))]
     for conc, cmp in report["by_concurrency"].items():
         if cmp.get("identical_outputs") is not None:
-            lines.append(f"concurrency {conc}: DFlash output identical to AR on {cmp['identical_outputs']:.0%} "
-                         "of requests")
+            line = f"concurrency {conc}: DFlash output identical to AR on {cmp['identical_outputs']:.0%} of requests"
+            if cmp.get("differing_agree_chars_p50") is not None:
+                line += f" (the others agree on their first {cmp['differing_agree_chars_p50']:.0f} characters, median)"
+            lines.append(line)
     for s in report["summaries"]:
         if s.get("profile"):
             parts = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in s["profile"].items())
