@@ -119,7 +119,24 @@ def test_differing_outputs_report_where_they_part():
     summaries = [{"tokens_per_s": 10.0, "latency_s_p50": 1.0}] * 2
     ar, same = run("ar", ["abcdef", "xyz", "hello world"]), run("dflash", ["abcdef", "xyz", "hello world"])
     assert compare_modes([ar, same], summaries)["1"] == {"speedup": 1.0, "latency_speedup": 1.0,
-                                                        "identical_outputs": 1.0, "differing_agree_chars_p50": None}
+                                                        "identical_outputs": 1.0, "compared_outputs": 3,
+                                                        "differing_agree_chars_p50": None}
     parted = run("dflash", ["abcdXX", "q", "hello world"])  # part after 4 characters and at the first
     cmp = compare_modes([ar, parted], summaries)["1"]
     assert cmp["identical_outputs"] == pytest.approx(1 / 3) and cmp["differing_agree_chars_p50"] == 2.0
+
+
+def test_a_later_turn_after_differing_answers_is_not_compared():
+    """Turn 2 follows each mode's own turn-1 answer: after a difference the prompts differ, so no comparison."""
+    from dflashkit.bench.metrics import compare_modes
+    from dflashkit.bench.records import RequestRecord, RunResult
+
+    def run(mode, texts):  # samples a, b with two turns each; records listed in another order per mode
+        recs = [RequestRecord(sid, turn, 3, 5, 1.0, 0.1, text=t) for (sid, turn), t in texts.items()]
+        return RunResult(mode, 1, 1.0, recs if mode == "ar" else recs[::-1])
+
+    ar = run("ar", {("a", 0): "one", ("a", 1): "two", ("b", 0): "three", ("b", 1): "four"})
+    dflash = run("dflash", {("a", 0): "one", ("a", 1): "two", ("b", 0): "thr33", ("b", 1): "other"})
+    cmp = compare_modes([ar, dflash], [{"tokens_per_s": 1.0, "latency_s_p50": 1.0}] * 2)["1"]
+    assert cmp["compared_outputs"] == 3 and cmp["identical_outputs"] == pytest.approx(2 / 3)
+    assert cmp["differing_agree_chars_p50"] == 3.0

@@ -51,16 +51,33 @@ def compare_modes(runs: list[RunResult], summaries: list[dict]) -> dict[str, dic
         if mode != "dflash" or ("ar", conc) not in by_key:
             continue
         ar, ar_sum = by_key[("ar", conc)]
-        pairs = [(a, b) for a, b in zip(ar.records, dflash.records, strict=False) if not a.error and not b.error]
+        pairs = _same_prompt_pairs(ar.records, dflash.records)
         out[str(conc)] = {
             "speedup": dflash_sum["tokens_per_s"] / ar_sum["tokens_per_s"] if ar_sum["tokens_per_s"] else None,
             "latency_speedup": _ratio(ar_sum["latency_s_p50"], dflash_sum["latency_s_p50"]),
             # greedy DFlash is lossless: outputs should match AR (low precision can flip near-ties)
             "identical_outputs": sum(a.text == b.text for a, b in pairs) / len(pairs) if pairs else None,
+            "compared_outputs": len(pairs),
             "differing_agree_chars_p50": _median_or_none([_common_prefix(a.text, b.text) for a, b in pairs
                                                           if a.text != b.text]),
         }
     return out
+
+
+def _same_prompt_pairs(ar: list, dflash: list) -> list:
+    """(AR, DFlash) answers to the same prompt: a later turn follows the model's own earlier answers, so once an
+    earlier turn of a sample differs, the later turns answer different conversations and are not compared."""
+    by_key = {(r.sample_id, r.turn): r for r in dflash}
+    parted, pairs = set(), []
+    for a in sorted(ar, key=lambda r: (r.sample_id, r.turn)):
+        b = by_key.get((a.sample_id, a.turn))
+        if b is None or a.error or b.error or a.sample_id in parted:
+            parted.add(a.sample_id)
+            continue
+        pairs.append((a, b))
+        if a.text != b.text:
+            parted.add(a.sample_id)
+    return pairs
 
 
 def _median_or_none(values: list[int]) -> float | None:

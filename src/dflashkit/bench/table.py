@@ -48,7 +48,8 @@ def render_report(report: dict) -> str:
     lines = [head, format_table(HEADERS, summary_rows(report))]
     for conc, cmp in report["by_concurrency"].items():
         if cmp.get("identical_outputs") is not None:
-            line = f"concurrency {conc}: DFlash output identical to AR on {cmp['identical_outputs']:.0%} of requests"
+            line = (f"concurrency {conc}: DFlash output identical to AR on {cmp['identical_outputs']:.0%} of "
+                    f"{cmp.get('compared_outputs', '')} requests with the same prompt")
             if cmp.get("differing_agree_chars_p50") is not None:
                 line += f" (the others agree on their first {cmp['differing_agree_chars_p50']:.0f} characters, median)"
             lines.append(line)
