@@ -15,6 +15,30 @@ from typing import Any
 from .errors import ConfigError
 
 ARCHITECTURE = "DFlashDraftModel"
+_INT_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+               "vocab_size", "num_target_layers", "mask_token_id", "head_dim", "block_size", "max_position_embeddings",
+               "sliding_window")
+_FLOAT_FIELDS = ("rms_norm_eps", "rope_theta", "input_embedding_scale", "output_multiplier", "final_logit_softcapping")
+_NULLABLE = ("head_dim", "sliding_window", "final_logit_softcapping")  # null: derived or off
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_types(values: dict[str, Any]) -> None:
+    """A hand-edited config with "64" or null where a number belongs fails here, naming the field, instead of
+    deep inside torch (or, for a string of layer ids, being read digit by digit)."""
+    for key, value in values.items():
+        if value is None and key in _NULLABLE:
+            continue
+        if key in _INT_FIELDS and not _is_int(value):
+            raise ConfigError(f"draft config: {key} must be an integer, got {value!r}")
+        if key in _FLOAT_FIELDS and not (_is_int(value) or isinstance(value, float)):
+            raise ConfigError(f"draft config: {key} must be a number, got {value!r}")
+    ids = values.get("target_layer_ids")
+    if ids is not None and not (isinstance(ids, list) and all(_is_int(i) for i in ids)):
+        raise ConfigError(f"draft config: target_layer_ids must be a list of integers, got {ids!r}")
 
 
 def default_target_layer_ids(num_target_layers: int, num_draft_layers: int) -> list[int]:
@@ -133,6 +157,7 @@ class DraftConfig:
         if missing:
             raise ConfigError(f"draft config: missing fields {missing}")
         values.setdefault("num_key_value_heads", values["num_attention_heads"])
+        _check_types(values)
         extra = raw
         if dflash:
             extra["dflash_config"] = dflash

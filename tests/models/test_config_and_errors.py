@@ -44,6 +44,10 @@ def test_default_target_layer_ids_spread():
     ({"num_attention_heads": 3}, "multiple"),
     ({"block_size": 1}, "block_size"),
     ({"layer_types": ["sliding_attention", "full_attention"]}, "sliding_window"),
+    ({"hidden_size": "64"}, "hidden_size must be an integer"),  # hand-edited configs: was a torch TypeError
+    ({"block_size": None}, "block_size must be an integer"),
+    ({"rms_norm_eps": "1e-6"}, "rms_norm_eps must be a number"),
+    ({"dflash_config": {"target_layer_ids": "13", "mask_token_id": 1}}, "list of integers"),  # was read as [1, 3]
 ])
 def test_bad_config_rejected(change, match):
     with pytest.raises(ConfigError, match=match):

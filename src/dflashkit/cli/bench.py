@@ -55,9 +55,11 @@ def run(args) -> int:
     from ..bench.report import build_report, report_stem, write_report
     from ..bench.runner import parse_concurrency, run_suite
     from ..bench.table import render_report
+    from .checks import output_dir
 
     concurrencies = parse_concurrency(args.concurrency)
     _check(args, BenchError)
+    output_dir(args.output, "--output")  # now, not after the whole benchmark has run
     samples, source = load_samples(args.dataset, args.num_prompts)
     modes = ("ar", "dflash") if args.mode == "both" else (args.mode,)
     backend = make_backend(args.backend, model=args.model, draft=args.draft, device=args.device, dtype=args.dtype,

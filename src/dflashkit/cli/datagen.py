@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..errors import ConfigError
+from .checks import at_least, output_dir
 from .generate import add_model_args
 
 
@@ -42,14 +44,13 @@ def run(args) -> int:
     from ..api import default_device
     from ..engine.generator import Generator, chat_prompt
     from ..engine.sampling import SamplingParams
-    from ..errors import ConfigError
     from ..models.factory import make_target
     from ..models.loading import load_target, resolve_dtype
     from ..training.datagen import run_datagen
     from ..training.prompts import load_conversations
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    _check(args)
+    out = output_dir(args.out, "--out")
     settings = {"model": args.model, "prompts": args.prompts, "turns": args.turns,
                 "max_new_tokens": args.max_new_tokens,
                 "max_prompt_tokens": args.max_prompt_tokens, "temperature": args.temperature, "top_p": args.top_p,
@@ -63,8 +64,9 @@ def run(args) -> int:
     limit = None if args.max_prompts is None else args.max_prompts + args.heldout
     convs = load_conversations(args.prompts, max_turns=args.turns, limit=limit, seed=args.seed, exclude=exclude)
     heldout, convs = convs[:args.heldout], convs[args.heldout:]
-    (out / "heldout.jsonl").write_text("".join(json.dumps({"turns": c}) + "\n" for c in heldout))
-    (out / "datagen.json").write_text(json.dumps(settings, indent=1) + "\n")
+    if not convs:
+        raise ConfigError(f"all {len(heldout)} usable conversations of {args.prompts} went to --heldout "
+                          f"{args.heldout}: lower --heldout or give more prompts")
 
     device = args.device or default_device()
     hf_model, tokenizer = load_target(args.model, resolve_dtype(args.dtype, device), device)
@@ -72,6 +74,10 @@ def run(args) -> int:
     gen = Generator(target, None, tokenizer, max_batch=args.batch_size,
                     max_length=args.max_prompt_tokens + args.max_new_tokens + 8, speculative=False,
                     compile=args.compile)
+    _check_context(args, gen.max_length)
+    # written once the model loaded: a mistyped --model must not claim the directory for its settings
+    (out / "heldout.jsonl").write_text("".join(json.dumps({"turns": c}) + "\n" for c in heldout))
+    (out / "datagen.json").write_text(json.dumps(settings, indent=1) + "\n")
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                             seed=(args.seed if args.sample_seed is None else args.sample_seed)
                             if args.temperature > 0 else None)
@@ -81,7 +87,30 @@ def run(args) -> int:
                         max_prompt_tokens=args.max_prompt_tokens, time_budget_s=args.time_budget_s,
                         progress=not args.no_progress, meta=settings)
     print(json.dumps({"datagen": stats}), flush=True)
+    if stats["skipped_long"]:
+        print(f"datagen: {stats['skipped_long']} conversation(s) skipped: prompt longer than --max-prompt-tokens "
+              f"{args.max_prompt_tokens}", file=sys.stderr)
     return 0
+
+
+def _check(args) -> None:
+    """Sizes that would divide by zero, hang (batch 0), or silently select other prompts (negative slices)."""
+    for flag, value, minimum in (("--turns", args.turns, 1), ("--max-prompts", args.max_prompts, 1),
+                                 ("--heldout", args.heldout, 0), ("--batch-size", args.batch_size, 1),
+                                 ("--shard-size", args.shard_size, 1), ("--max-new-tokens", args.max_new_tokens, 1),
+                                 ("--max-prompt-tokens", args.max_prompt_tokens, 1)):
+        at_least(value, minimum, flag)
+    if args.time_budget_s is not None and not args.time_budget_s > 0:
+        raise ConfigError(f"--time-budget-s must be > 0 seconds (got {args.time_budget_s})")
+
+
+def _check_context(args, context: int) -> None:
+    """The engine clamps the context to the model's positions; answers would then end early without a word."""
+    wanted = args.max_prompt_tokens + args.max_new_tokens + 8
+    if context < wanted:
+        raise ConfigError(f"--max-prompt-tokens {args.max_prompt_tokens} + --max-new-tokens {args.max_new_tokens} "
+                          f"do not fit the model's context of {context} tokens: lower them to a sum of at most "
+                          f"{context - 8}")
 
 
 def benchmark_prompts() -> list[str]:

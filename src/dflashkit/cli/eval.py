@@ -28,14 +28,19 @@ def run(args) -> int:
     from ..api import load
     from ..engine.generator import Generator
     from ..training.evaluate import acceptance
+    from .checks import max_length_fits, output_file
 
+    _check(args)
+    if args.out:
+        output_file(args.out, "--out")
     loaded = load(args.model, args.draft, device=args.device, dtype=args.dtype, max_batch=1,
                   fast_target=False if args.generic_target else None, draft_vocab=args.draft_vocab)
     if loaded.draft is None:
         from ..errors import ConfigError
 
         raise ConfigError("eval needs a drafter: pass --draft DIR")
-    block = args.block_size or loaded.draft.block_size
+    max_length_fits(args.max_length, loaded.target.max_positions)
+    block = args.block_size if args.block_size is not None else loaded.draft.block_size
     report = {"draft": str(args.draft), "model": args.model, "block_size": block,
               "max_new_tokens": args.max_new_tokens, "datasets": {}}
     for name in args.dataset or ["humaneval", "mt-bench"]:
@@ -51,7 +56,7 @@ def run(args) -> int:
         for k in range(turns):
             rows = [i for i, s in enumerate(samples) if len(s) > k]
             prompts = [gen.chat_prompt(_messages(samples[i], answers[i], k)) for i in rows]
-            prompts = [p[-(max_length - args.max_new_tokens - 1):] for p in prompts]
+            prompts = _fit(prompts, gen.max_length, args.max_new_tokens, f"{name} turn {k + 1}")
             result = acceptance(gen, prompts, args.max_new_tokens, texts=True)
             for i, text in zip(rows, result.pop("texts"), strict=True):
                 answers[i].append(text)
@@ -61,6 +66,32 @@ def run(args) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     return 0
+
+
+def _check(args) -> None:
+    """Bad sizes fail before the models load (batch size 0 would leave every prompt waiting: a hang)."""
+    from .checks import at_least
+
+    at_least(args.batch_size, 1, "--batch-size")
+    at_least(args.max_new_tokens, 1, "--max-new-tokens")
+    at_least(args.num_prompts, 1, "--num-prompts")
+    at_least(args.max_length, 2, "--max-length")
+    at_least(args.block_size, 2, "--block-size")  # block 1 drafts nothing: there is no acceptance to measure
+
+
+def _fit(prompts: list[list[int]], context: int, max_new_tokens: int, label: str) -> list[list[int]]:
+    """Keep each prompt's last tokens so prompt + answer fit the context (later turns grow); say how many."""
+    room = context - max_new_tokens
+    if room < 1:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--max-new-tokens {max_new_tokens} leaves no room for a prompt in the context of "
+                          f"{context} tokens: lower --max-new-tokens or raise --max-length")
+    cut = sum(len(p) > room for p in prompts)
+    if cut:
+        print(f"eval: {label}: {cut} prompt(s) cut to their last {room} tokens to fit the context of {context}",
+              file=sys.stderr)
+    return [p[-room:] for p in prompts]
 
 
 def load_prompts(name: str, limit: int | None) -> list[list[str]]:

@@ -50,6 +50,7 @@ def run(args) -> int:
     from ..api import load
     from ..engine.sampling import SamplingParams
     from ..errors import RequestError
+    from .checks import fits_context, max_length_fits
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     if not prompt.strip():
@@ -60,6 +61,7 @@ def run(args) -> int:
                max_batch=1, max_length=args.max_length, speculative=not args.autoregressive,
                fast_target=False if args.generic_target else None, compile=args.compile,
                draft_vocab=args.draft_vocab)
+    max_length_fits(args.max_length, gen.target.max_positions)
     source = getattr(gen, "draft_source", None) or ""
     if source.startswith("random"):
         print(f"note: the drafter is {source}", file=sys.stderr)
@@ -68,6 +70,7 @@ def run(args) -> int:
     else:
         messages = ([{"role": "system", "content": args.system}] if args.system else [])
         ids = gen.chat_prompt(messages + [{"role": "user", "content": prompt}])
+    fits_context(len(ids), args.max_new_tokens, gen.max_length, gen.target.max_positions)
 
     def show(update) -> None:
         if not args.no_stream and update.text:
@@ -78,7 +81,8 @@ def run(args) -> int:
     if args.no_stream:
         sys.stdout.write(result.text)
     sys.stdout.write("\n")
-    print(stats_line(result, as_json=args.json, mode="autoregressive" if args.autoregressive else "dflash"))
+    # block size 1 drafts nothing: the engine decodes plainly, and the stats line says so
+    print(stats_line(result, as_json=args.json, mode="dflash" if gen.speculative else "autoregressive"))
     return 0
 
 

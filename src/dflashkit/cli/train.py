@@ -61,10 +61,23 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from ..training.trainer import train
+# settings a resumed run takes from its checkpoint (drafter shape, data, objective, schedule): new values for
+# these would be ignored, so resuming with them is refused
+RUN_FIELDS = ("target", "data", "num_layers", "block_size", "target_layer_ids", "init", "init_draft", "anchors",
+              "gamma", "max_len", "loss_vocab", "distill", "batch_size", "grad_accum", "lr", "min_lr_ratio",
+              "warmup_steps", "weight_decay", "grad_clip", "max_steps", "epochs", "seed")
 
-    summary = train(config_from_args(args))
+
+def run(args) -> int:
+    from ..training.dataset import check_sources
+    from ..training.trainer import train
+    from .checks import output_dir
+
+    cfg = config_from_args(args).validate()
+    check_sources(cfg.data)  # these two before the target loads, not after
+    output_dir(cfg.out, "--out")
+    check_resume(cfg)
+    summary = train(cfg)
     print(json.dumps({"train": summary}), flush=True)
     return 0
 
@@ -77,6 +90,21 @@ def config_from_args(args):
     return TrainConfig.from_json(args.config, **values) if args.config else TrainConfig(**values)
 
 
+def check_resume(cfg) -> None:
+    """Resuming keeps the checkpoint's drafter and schedule: refuse other settings rather than drop them."""
+    from ..errors import ConfigError
+    from ..training.checkpoint import latest_checkpoint, saved_config
+
+    ckpt = latest_checkpoint(cfg.out) if cfg.resume else None
+    if ckpt is None:
+        return
+    old, new = saved_config(ckpt), cfg.to_dict()
+    diff = {k: (old[k], new[k]) for k in RUN_FIELDS if k in old and old[k] != new[k]}
+    if diff:
+        raise ConfigError(f"{cfg.out} holds a run with other settings {diff} (checkpoint, now): pass the same "
+                          "flags to resume it, --no-resume to start over, or a new --out")
+
+
 def _type_of(name: str, default):
     if isinstance(default, int):
         return int
@@ -86,4 +114,7 @@ def _type_of(name: str, default):
 
 
 def _int_list(text: str) -> list[int]:
-    return [int(x) for x in text.replace(" ", "").split(",") if x]
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer numbers like 1,5,9 (got '{text}')") from None

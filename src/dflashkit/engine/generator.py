@@ -61,6 +61,14 @@ def _bucket(x: int, cap: int, floor: int = 1) -> int:
     return min(b, cap)
 
 
+def _check_capacity(max_batch: int, max_length: int | None) -> None:
+    """Zero slots would leave every request waiting forever (a hang); a context under 2 holds no answer."""
+    if max_batch < 1:
+        raise ConfigError(f"max_batch (batch size) must be >= 1, got {max_batch}")
+    if max_length is not None and max_length < 2:
+        raise ConfigError(f"max_length must be >= 2 (prompt + answer tokens), got {max_length}")
+
+
 class Generator:
     """DFlash (or plain autoregressive) generation over a static batch of slots."""
 
@@ -74,6 +82,7 @@ class Generator:
         self.tokenizer = tokenizer if tokenizer is not None else target.tokenizer
         if block_size is not None and draft is not None and not 1 <= block_size <= draft.block_size:
             raise RequestError(f"block_size {block_size} must be in 1..{draft.block_size} (the drafter's block size)")
+        _check_capacity(max_batch, max_length)
         self.block_size = block_size or (draft.block_size if draft is not None else 1)
         # adaptive unless the caller fixed the block size: see block_size.py
         adaptive = block_size is None if adaptive_block_size is None else adaptive_block_size

@@ -38,8 +38,9 @@ def resolve_dir(name_or_path: str | Path, allow_patterns: tuple[str, ...]) -> Pa
 
         return Path(snapshot_download(text, allow_patterns=list(allow_patterns)))
     except Exception as exc:  # network errors, missing repos, gated repos: all one message
+        reason = (str(exc).strip().splitlines() or [""])[0]  # hub errors run to several lines of advice
         raise ConfigError(f"could not load '{text}': not a local directory, and the hub download failed "
-                          f"({type(exc).__name__}: {exc})") from exc
+                          f"({type(exc).__name__}: {reason}); if offline, pass a local directory") from exc
 
 
 def load_state_dict(directory: Path) -> dict[str, torch.Tensor]:
@@ -89,8 +90,11 @@ def convert_gguf(gguf: Path) -> Path:
         import gguf as _gguf  # noqa: F401
     except ImportError as exc:
         raise ConfigError("loading a .gguf target needs the 'gguf' package (pip install gguf)") from exc
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    except (OSError, ValueError, KeyError) as exc:  # not a GGUF file, or an architecture transformers cannot read
+        raise ConfigError(f"could not read {gguf} as a GGUF model: {exc}") from exc
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.hf_quantizer = None
@@ -124,21 +128,42 @@ def load_target(name_or_path: str | None, dtype: torch.dtype | str | None = None
     """-> (transformers causal LM in eval mode, tokenizer)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    device = resolve_device(device or "cpu")
     directory = resolve_target(name_or_path)
     dtype = resolve_dtype(dtype, device)
     try:
         model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"could not load target model from {directory}: {exc}") from exc
-    tokenizer = AutoTokenizer.from_pretrained(str(directory))
-    return model.to(device or "cpu").eval(), tokenizer
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    except (OSError, ValueError) as exc:  # no tokenizer files next to the weights
+        raise ConfigError(f"could not load the tokenizer of {directory} ({type(exc).__name__}): save the "
+                          "tokenizer (tokenizer.json / tokenizer.model ...) next to the weights") from exc
+    return model.to(device).eval(), tokenizer
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """The device, checked before any weights move: a typo or a missing GPU is a one-line error, not a
+    torch traceback halfway through loading."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"unknown device '{device}' (use cpu, cuda or cuda:N)") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device '{device}' asked for, but this machine has no usable CUDA GPU "
+                              "(use --device cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device '{device}': this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return dev
 
 
 def resolve_dtype(dtype: torch.dtype | str | None, device: str | torch.device | None) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype in (None, "auto"):
-        on_gpu = device is not None and torch.device(device).type == "cuda"
+        on_gpu = device is not None and resolve_device(device).type == "cuda"
         return torch.bfloat16 if on_gpu else torch.float32
     table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
              "float16": torch.float16, "fp16": torch.float16, "float64": torch.float64}

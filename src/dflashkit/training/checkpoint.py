@@ -49,6 +49,13 @@ def latest_checkpoint(out: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
+def saved_config(path: str | Path) -> dict:
+    """The TrainConfig fields a checkpoint was written under ({} if it predates them); memory-mapped, so the
+    optimizer state is not read."""
+    state = torch.load(Path(path) / STATE, map_location="cpu", weights_only=False, mmap=True)
+    return dict(state.get("config") or {})
+
+
 def load_checkpoint(path: str | Path) -> tuple[DFlashDraft, dict]:
     """-> (drafter with the saved fp32 weights, trainer state); RNG restored. Optimizer: `restore_optimizer`."""
     path = Path(path)

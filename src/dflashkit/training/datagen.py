@@ -95,19 +95,21 @@ def run_datagen(gen: Generator, conversations: list[list[str]], out_dir, encode:
             if state.pending and state.rows:
                 _write(out_dir, s, state, False, meta)
     bar.close()
-    stats["elapsed_s"] = round(time.time() - start, 1)
-    stats.update(_throughput(gen.timing, timing0, stats))
+    elapsed = time.time() - start
+    stats["elapsed_s"] = round(elapsed, 1)
+    stats.update(_throughput(gen.timing, timing0, stats, elapsed))
     stats["shards"] = n_shards
     return stats
 
 
-def _throughput(timing: dict, before: dict, stats: dict) -> dict:
-    """Where datagen's time went (prefill, decode steps, the rest is host work), to size its batch."""
+def _throughput(timing: dict, before: dict, stats: dict, elapsed: float) -> dict:
+    """Where datagen's time went (prefill, decode steps, the rest is host work), to size its batch.
+    `elapsed` unrounded: a run under 0.05 s would otherwise divide by zero seconds."""
     d = {k: timing[k] - before[k] for k in timing}
     steps = max(1, d["steps"])
     return {"prefill_s": round(d["admit_s"], 1), "decode_s": round(d["decode_s"], 1), "decode_steps": d["steps"],
             "mean_rows": round(d["rows"] / steps, 1), "ms_per_step": round(1000 * d["decode_s"] / steps, 2),
-            "answer_tok_per_s": round(stats["response_tokens"] / max(stats["elapsed_s"], 1e-9))}
+            "answer_tok_per_s": round(stats["response_tokens"] / max(elapsed, 1e-9))}
 
 
 def _messages(turns: list[str], answers: list[str], turn: int) -> list[dict]:

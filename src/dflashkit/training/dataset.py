@@ -20,6 +20,7 @@ class SequenceData:
     """All training sequences in memory (token ids are small): tokens and loss masks, truncated."""
 
     def __init__(self, sources: list[str | Path], max_len: int = 2048):
+        check_sources(sources)
         files: list[Path] = []
         for src in sources:
             p = Path(src)
@@ -42,6 +43,14 @@ class SequenceData:
     @property
     def response_tokens(self) -> int:
         return int(sum(int(m.sum()) for _, m in self.items))
+
+
+def check_sources(sources: list[str | Path]) -> None:
+    """A mistyped --data path is named as such (it was read as a shard file: a safetensors traceback)."""
+    missing = [str(s) for s in sources if not Path(s).exists()]
+    if missing:
+        raise ConfigError(f"training data not found: {missing} (give `dflashkit datagen --out` directories "
+                          "or their shard files)")
 
 
 def epoch_batches(lengths: torch.Tensor, batch_size: int, seed: int, epoch: int) -> list[list[int]]:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..models.loading import resolve_device
+
 
 @dataclass
 class Dist:
@@ -54,5 +56,4 @@ def setup(device: str | None = None) -> Dist:
         if not dist.is_initialized():
             dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
         return Dist(rank, world, local, dev)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return Dist(device=dev)
+    return Dist(device=resolve_device(device or ("cuda" if torch.cuda.is_available() else "cpu")))

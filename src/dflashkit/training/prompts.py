@@ -36,6 +36,8 @@ def iter_json_array(text: str) -> Iterator[dict]:
 
 def user_turns(record: dict) -> list[str]:
     """User messages of one record in any of the usual shapes (prompt / turns / messages / conversations)."""
+    if not isinstance(record, dict):  # a JSON array of strings or numbers: nothing to read
+        return []
     if isinstance(record.get("prompt"), str):
         return [record["prompt"]]
     if isinstance(record.get("turns"), list):
@@ -68,8 +70,12 @@ def _records(source: str) -> Iterable[dict]:
     path = Path(source).expanduser()
     if path.is_file():
         if path.suffix == ".jsonl":
-            return (json.loads(line) for line in path.open(encoding="utf-8") if line.strip())
-        return iter_json_array(path.read_text(encoding="utf-8"))
+            return _jsonl_records(path)
+        text = path.read_text(encoding="utf-8")
+        if not text.lstrip().startswith("["):
+            raise ConfigError(f"{source}: expected a JSON array of conversations (ShareGPT); for one JSON object "
+                              "a line, name the file .jsonl")
+        return iter_json_array(text)
     if path.suffix in (".json", ".jsonl") or source.startswith((".", "/", "~")):
         raise ConfigError(f"prompt file not found: {source}")
     try:
@@ -77,6 +83,21 @@ def _records(source: str) -> Iterable[dict]:
     except ImportError as exc:
         raise ConfigError(f"'{source}' is not a file; a hub dataset needs `pip install datasets`") from exc
     return iter(datasets.load_dataset(source, split="train"))
+
+
+def _jsonl_records(path: Path) -> Iterator[dict]:
+    """One object a line; a broken line is an error naming it (skipping it would quietly drop prompts)."""
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(record, dict):
+                raise ConfigError(f"{path}:{number}: expected a JSON object with 'prompt', 'turns' or 'messages'")
+            yield record
 
 
 def normalise(text: str) -> str:

@@ -60,8 +60,14 @@ def read_shard(path: Path) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """-> [(tokens int64 [n], loss_mask bool [n])] per sequence."""
     from safetensors.torch import load_file
 
-    data = load_file(str(path))
-    tok, mask, off = data["tokens"].long(), data["loss_mask"].bool(), data["offsets"].tolist()
+    from ..errors import ConfigError
+
+    try:
+        data = load_file(str(path))
+        tok, mask, off = data["tokens"].long(), data["loss_mask"].bool(), data["offsets"].tolist()
+    except Exception as exc:  # not safetensors, torn, or another safetensors file (no tokens/offsets)
+        raise ConfigError(f"{path} is not a readable `dflashkit datagen` shard ({type(exc).__name__}: "
+                          f"{str(exc)[:120]})") from exc
     return [(tok[a:b], mask[a:b]) for a, b in zip(off[:-1], off[1:], strict=True)]
 
 

@@ -52,6 +52,7 @@ class TrainConfig:
     tensorboard: bool = True
 
     def validate(self) -> TrainConfig:
+        self._check_types()
         if not self.data:
             raise ConfigError("no training data: pass --data DIR (output of `dflashkit datagen`)")
         for name in ("num_layers", "anchors", "batch_size", "grad_accum", "max_steps", "log_every", "save_every"):
@@ -65,7 +66,44 @@ class TrainConfig:
             raise ConfigError(f"distill must be between 0 and 1 (the soft target loss's weight), got {self.distill}")
         if self.init not in ("target", "random"):
             raise ConfigError(f"init must be 'target' or 'random', got {self.init!r}")
+        self._check_ranges()
         return self
+
+    def _check_ranges(self) -> None:
+        """Values torch would reject mid-setup, or that would quietly run one step (epochs 0, a past budget)."""
+        from ..models.loading import resolve_dtype
+
+        for name in ("lr", "grad_clip", "gamma", "epochs", "time_budget_s"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name} must be > 0, got {value}")
+        for name in ("warmup_steps", "weight_decay", "keep_checkpoints", "eval_every", "eval_num",
+                     "eval_max_new_tokens"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"min_lr_ratio must be between 0 and 1, got {self.min_lr_ratio}")
+        try:  # an unknown name fails now, not at export after the last step
+            resolve_dtype(self.export_dtype, "cpu")
+        except ConfigError as exc:
+            raise ConfigError(f"export_dtype: {exc}") from exc
+
+    def _check_types(self) -> None:
+        """A JSON config's "1e-3" or "no" would reach torch as a string, or read as true: name the field instead."""
+        for f in fields(self):
+            value, kind = getattr(self, f.name), str(f.type)
+            if value is None and kind.endswith(" | None"):
+                continue
+            base = kind.removesuffix(" | None")
+            if base.startswith("list["):
+                ok = isinstance(value, list) and all(_is_kind(v, base[5:-1]) for v in value)
+            else:
+                ok = _is_kind(value, base)
+            if not ok:
+                wanted = (f"a list of {_KIND_NAMES[base[5:-1]].split()[-1]}s" if base.startswith("list[")
+                          else _KIND_NAMES[base])
+                raise ConfigError(f"{f.name} must be {wanted}{' or null' if kind.endswith(' | None') else ''}, "
+                                  f"got {value!r}")
 
     @classmethod
     def from_json(cls, path: str | Path, **overrides) -> TrainConfig:
@@ -73,6 +111,8 @@ class TrainConfig:
             raw = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"cannot read training config {path}: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"training config {path} must be a JSON object of TrainConfig fields")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -82,3 +122,15 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+_KIND_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
+
+
+def _is_kind(value, kind: str) -> bool:
+    """`kind` is a field annotation's text: int, float, bool or str (an int is a fine float; a bool is no number)."""
+    if isinstance(value, bool):
+        return kind == "bool"
+    if kind == "float":
+        return isinstance(value, (int, float))
+    return isinstance(value, {"int": int, "str": str, "bool": bool}[kind])

@@ -1,0 +1,41 @@
+"""`dflashkit eval` and `bench`: bad sizes and unusable output paths fail before any model loads."""
+
+from __future__ import annotations
+
+import pytest
+from clikit import run_cli
+
+from dflashkit.cli.eval import _fit
+from dflashkit.errors import ConfigError
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--batch-size", "0"), "--batch-size must be >= 1"),  # was a hang: no slot ever frees up
+    (("--batch-size", "-1"), "--batch-size must be >= 1"),
+    (("--block-size", "1"), "--block-size must be >= 2"),  # drafts nothing: tau 0 from no steps
+    (("--block-size", "0"), "--block-size must be >= 2"),  # was read as 'unset'
+    (("--max-length", "0"), "--max-length must be >= 2"),
+])
+def test_eval_rejects_bad_sizes(capsys, flags, message):
+    code, err = run_cli(capsys, "eval", "--draft", "random", "--model", "/nonexistent", *flags)
+    assert code == 2 and message in err
+
+
+def test_eval_out_that_is_a_directory_fails_first(capsys, tmp_path):
+    code, err = run_cli(capsys, "eval", "--draft", "random", "--model", "/nonexistent", "--out", str(tmp_path))
+    assert code == 2 and "is a directory" in err
+
+
+def test_eval_fit_cuts_long_prompts_out_loud(capsys):
+    prompts = _fit([[1] * 10, [2] * 3], context=12, max_new_tokens=4, label="set turn 2")
+    assert prompts == [[1] * 8, [2] * 3]
+    assert "1 prompt(s) cut to their last 8 tokens" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="leaves no room"):
+        _fit([[1]], context=12, max_new_tokens=12, label="x")
+
+
+def test_bench_output_that_is_a_file_fails_before_the_run(capsys, tmp_path):
+    blocker = tmp_path / "results"
+    blocker.write_text("not a directory")
+    code, err = run_cli(capsys, "bench", "--model", "/nonexistent", "--output", str(blocker))
+    assert code == 2 and "--output" in err and "is a file" in err

@@ -1,0 +1,51 @@
+"""`dflashkit generate`: bad devices, answers the context cannot hold, and the mode the stats line names."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from clikit import run_cli, tiny_generator_loader
+
+GEN = ("generate", "--no-chat", "--no-stream")
+
+
+@pytest.fixture
+def tiny_load(monkeypatch):
+    monkeypatch.setattr("dflashkit.api.load", tiny_generator_loader(max_positions=64))
+
+
+def test_unknown_device_is_one_line_before_any_load(capsys):
+    code, err = run_cli(capsys, "generate", "hi", "--device", "foo", "--model", "/nonexistent")
+    assert code == 2 and "unknown device 'foo'" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_on_a_cpu_machine_says_so(capsys):
+    code, err = run_cli(capsys, "generate", "hi", "--device", "cuda", "--model", "/nonexistent")
+    assert code == 2 and "no usable CUDA GPU" in err and "--device cpu" in err
+
+
+def test_answer_longer_than_the_context_is_refused(capsys, tiny_load):
+    code, err = run_cli(capsys, *GEN, "hello", "--max-new-tokens", "100", "--max-length", "32")
+    assert code == 2 and "context holds 32" in err and "at most 27" in err and "raise --max-length" in err
+    code, err = run_cli(capsys, *GEN, "hello", "--max-new-tokens", "1000")
+    assert code == 2 and "context holds 64" in err and "raise --max-length" not in err  # already the model's
+
+
+def test_max_length_beyond_the_model_is_refused_not_clamped(capsys, tiny_load):
+    code, err = run_cli(capsys, *GEN, "hello", "--max-new-tokens", "4", "--max-length", "100000")
+    assert code == 2 and "exceeds the model's context of 64" in err
+
+
+def test_block_size_one_stats_line(capfd, monkeypatch):
+    """Block 1 drafts nothing: the stats say autoregressive, not a DFlash run with acceptance 0."""
+    from dflashkit.cli.main import main
+
+    monkeypatch.setattr("dflashkit.api.load", tiny_generator_loader(max_positions=64))
+    assert main([*GEN, "hello", "--max-new-tokens", "3", "--block-size", "1", "--json"]) == 0
+    stats = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+    assert stats["mode"] == "autoregressive" and stats["completion_tokens"] == 3
+    assert main([*GEN, "hello", "--max-new-tokens", "3", "--block-size", "4", "--json"]) == 0
+    assert json.loads(capfd.readouterr().out.strip().splitlines()[-1])["mode"] == "dflash"
