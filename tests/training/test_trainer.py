@@ -167,3 +167,16 @@ def test_loss_vocabulary_is_the_engines_draft_vocabulary(tiny_data, tmp_path):
     gen = Generator(TargetModel(copy.deepcopy(model), tok), DFlashDraft.from_pretrained(summary["draft"]).float(),
                     tok, max_batch=1, max_length=64, draft_vocab=8)
     assert torch.equal(ours, gen.draft_ids.cpu()) and len(ours) == 8
+
+
+def test_no_resume_starts_over_without_the_earlier_runs_checkpoints(tiny_data, tmp_path):
+    """An earlier run's step-8 outranked a new run's step-4: pruning deleted the new one, and a later resume
+    would have continued the old run."""
+    from dflashkit.training.checkpoint import list_checkpoints
+
+    data, model, tok = tiny_data
+    train(config(data, tmp_path, max_steps=8, save_every=4), target=(model, tok))
+    assert list_checkpoints(tmp_path)[-1].name.endswith("8")
+    train(config(data, tmp_path, max_steps=4, save_every=4, resume=False, seed=1), target=(model, tok))
+    kept = list_checkpoints(tmp_path)
+    assert [p.name for p in kept] == [kept[-1].name] and kept[-1].name.endswith("4")

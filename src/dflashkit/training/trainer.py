@@ -11,6 +11,8 @@ import contextlib
 import copy
 import json
 import math
+import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from ..models.draft_vocab import always_kept, auto_size, count_tokens, kept_ids
 from ..models.loading import load_target, resolve_dtype
 from ..models.target import TargetBase
 from . import distributed
-from .checkpoint import latest_checkpoint, load_checkpoint, restore_optimizer, save_checkpoint
+from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, restore_optimizer, save_checkpoint
 from .dataset import BatchPlan, SequenceData, collate
 from .draft_init import draft_config, new_draft
 from .features import TargetFeatures
@@ -61,6 +63,8 @@ class _Run:
         self.hf_model = hf_model
 
         ckpt = latest_checkpoint(self.out) if cfg.resume else None
+        if not cfg.resume and env.main:
+            _drop_earlier_run(self.out)
         if ckpt is not None:
             self.draft, self.state = load_checkpoint(ckpt)
         else:
@@ -276,6 +280,15 @@ def _optimizer(draft: nn.Module, cfg: TrainConfig, on_gpu: bool) -> torch.optim.
     other = [p for n, p in draft.named_parameters() if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, fused=on_gpu or None)
+
+
+def _drop_earlier_run(out: Path) -> None:
+    """--no-resume starts over: an earlier run's checkpoints would otherwise outrank this run's (a higher step
+    number), so pruning would delete the new ones and a later resume would pick up the old run."""
+    if list_checkpoints(out):
+        print(f"train: starting over (--no-resume): removing the earlier run's checkpoints in {out / 'checkpoints'}",
+              file=sys.stderr)
+        shutil.rmtree(out / "checkpoints")
 
 
 def _default_heldout(data: list[str]) -> Path | None:
