@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from ..json_lines import json_lines
 from .errors import BenchError
 from .samples import Sample
 
@@ -15,16 +15,8 @@ def load_jsonl(path: str | Path) -> list[Sample]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise BenchError(f"prompt file not found: {path}")
-    samples = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BenchError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
-            samples.append(row_to_sample(row, default_id=f"{path.stem}-{number}", where=f"{path}:{number}"))
+    samples = [row_to_sample(row, default_id=f"{path.stem}-{number}", where=f"{path}:{number}")
+               for number, row in json_lines(path, BenchError)]
     if not samples:
         raise BenchError(f"{path} holds no prompts: write one JSON object a line with {FIELDS}")
     return samples

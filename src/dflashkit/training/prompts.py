@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..json_lines import json_lines
 
 SHAREGPT = "sharegpt"
 _USER_ROLES = {"human", "user"}
@@ -86,18 +87,10 @@ def _records(source: str) -> Iterable[dict]:
 
 
 def _jsonl_records(path: Path) -> Iterator[dict]:
-    """One object a line; a broken line is an error naming it (skipping it would quietly drop prompts)."""
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(record, dict):
-                raise ConfigError(f"{path}:{number}: expected a JSON object with 'prompt', 'turns' or 'messages'")
-            yield record
+    for number, record in json_lines(path):
+        if not isinstance(record, dict):
+            raise ConfigError(f"{path}:{number}: expected a JSON object with 'prompt', 'turns' or 'messages'")
+        yield record
 
 
 def normalise(text: str) -> str:
