@@ -22,6 +22,7 @@ def test_resolve_device():
 
 
 def test_file_that_is_not_gguf(tmp_path, monkeypatch):
+    pytest.importorskip("gguf")  # without it the error is "needs the 'gguf' package" (tested elsewhere)
     monkeypatch.setenv("DFLASHKIT_CACHE", str(tmp_path / "cache"))
     fake = tmp_path / "model.gguf"
     fake.write_bytes(b"not a gguf file at all")
