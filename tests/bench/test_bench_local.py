@@ -69,3 +69,27 @@ def test_bad_concurrency_is_rejected(text):
 
 def test_concurrency_list():
     assert parse_concurrency("1, 8,32,8") == [1, 8, 32]
+
+
+def test_answers_cut_by_the_context_are_reported():
+    """The engine stops an answer where the context ends; fewer tokens were timed than asked, so say so."""
+    from dflashkit.bench.records import RequestRecord
+
+    class ShortContext:
+        modes = ("ar",)
+
+        def setup(self, concurrencies):
+            pass
+
+        def sync(self):
+            pass
+
+        def run(self, samples, concurrency, max_new_tokens, *, mode, temperature=0.0, on_done=None):
+            return [RequestRecord(s.id, 0, 3, n, 0.1, 0.01, finish_reason="length")
+                    for s, n in zip(samples, [max_new_tokens, 5, max_new_tokens], strict=False)]
+
+    lines = []
+    samples = [Sample(f"s{i}", ["hi"]) for i in range(3)]
+    run_suite(ShortContext(), samples, [1], 8, warmup=0, progress=False, log=lines.append)
+    assert lines == ["warning: 1 of 3 answers (ar, c=1) ended at the context before --max-new-tokens 8: "
+                     "lower it or raise --max-length"]

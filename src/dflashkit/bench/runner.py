@@ -48,6 +48,10 @@ def run_suite(backend: Backend, samples: list[Sample], concurrencies: list[int],
                 raise BenchError(f"every request failed ({mode}, concurrency {conc}); first error: {failed[0].error}")
             if failed:
                 log(f"warning: {len(failed)} of {len(run.records)} requests failed; first: {failed[0].error}")
+            cut = _cut_by_context(run, max_new_tokens)
+            if cut:
+                log(f"warning: {cut} of {len(run.records)} answers ({mode}, c={conc}) ended at the context before "
+                    f"--max-new-tokens {max_new_tokens}: lower it or raise --max-length")
             results.append(run)
         if profile:
             measured = backend.profile(samples[:max(conc, 1)], conc, max_new_tokens, temperature=temperature)
@@ -55,6 +59,11 @@ def run_suite(backend: Backend, samples: list[Sample], concurrencies: list[int],
                 if run.concurrency == conc and run.mode == "dflash":
                     run.profile = measured
     return results
+
+
+def _cut_by_context(run: RunResult, max_new_tokens: int) -> int:
+    """Answers that stopped for length short of max_new_tokens: the context ran out (fewer tokens were timed)."""
+    return sum(r.finish_reason == "length" and r.completion_tokens < max_new_tokens for r in run.records)
 
 
 def _timed(backend: Backend, samples: list[Sample], conc: int, max_new_tokens: int, mode: str,
