@@ -37,15 +37,14 @@ def run(args) -> int:
 
     import uvicorn
 
-    from ..errors import ConfigError
     from ..models.loading import DEFAULT_TARGET
     from ..serving.app import ServerConfig, create_app
     from ..serving.engine_core import describe
     from ..serving.engine_process import EngineProcess
+    from .checks import at_least
 
     for name in ("port", "max_batch", "max_queue", "max_body_bytes"):
-        if getattr(args, name) < (0 if name == "max_queue" else 1):
-            raise ConfigError(f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})")
+        at_least(getattr(args, name), 0 if name == "max_queue" else 1, "--" + name.replace("_", "-"))
     load_args = dict(model=args.model, draft=args.draft, device=args.device, dtype=args.dtype,
                      block_size=args.block_size, max_batch=args.max_batch, max_length=args.max_length,
                      speculative=not args.no_speculative, fast_target=False if args.generic_target else None,

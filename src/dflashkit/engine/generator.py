@@ -12,6 +12,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import torch
 
@@ -215,6 +216,8 @@ class Generator:
         if len(prompt_ids) >= self.max_length:
             raise RequestError(f"prompt has {len(prompt_ids)} tokens; the context holds {self.max_length} "
                                "(prompt + generated). Shorten the prompt or raise max_length.")
+        if params.top_k >= vocab:  # keeps every token, i.e. off (and a huge one would not fit the int64 tensor)
+            params = replace(params, top_k=0)
         stop_ids = params.stop_token_ids if params.stop_token_ids is not None else self.target.stop_token_ids()
         seq = Sequence(id=next(self._ids), prompt_ids=list(prompt_ids), params=params,
                        stop_ids=frozenset(() if params.ignore_eos else stop_ids),

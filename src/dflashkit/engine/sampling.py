@@ -17,7 +17,6 @@ import torch
 from ..errors import RequestError
 
 GREEDY_BELOW = 1e-5  # temperatures under this sample as greedy
-TOP_K_MAX = 2**31 - 1
 
 
 @dataclass
@@ -64,7 +63,6 @@ class SamplingParams:
         # logits / t overflows float32 for t near 0 (NaN probabilities): such a temperature is greedy, as in vLLM
         self.temperature = float(self.temperature) if self.temperature >= GREEDY_BELOW else 0.0
         self.top_p = float(self.top_p)
-        self.top_k = min(self.top_k, TOP_K_MAX)  # beyond any vocabulary (= off); an int64 tensor holds it
 
 
 @dataclass

@@ -29,12 +29,6 @@ def prompt_ids(gen, req: EngineRequest) -> list[int]:
     return list(req.prompt)
 
 
-def _top_k(gen, top_k: int) -> int:
-    """top_k >= the vocabulary keeps every token, i.e. is off; the step packs top_k into an int64 tensor, so a
-    JSON integer past 2**63 failed the whole batch's step (every running request a 500), not just this one."""
-    return 0 if top_k >= gen.target.vocab_size else top_k
-
-
 def plan(gen, req: EngineRequest) -> tuple[list[int], SamplingParams]:
     """The prompt ids and sampling settings, or a 400 when prompt + max_tokens does not fit the context."""
     ids = prompt_ids(gen, req)
@@ -50,6 +44,6 @@ def plan(gen, req: EngineRequest) -> tuple[list[int], SamplingParams]:
                                f"{len(ids)} and max_tokens asks for {req.max_tokens} more. Lower max_tokens to "
                                f"at most {room} or shorten the prompt.", "max_tokens")
     max_new = req.max_tokens or min(req.default_max_tokens or room, room)
-    params = SamplingParams(max_new_tokens=max_new, temperature=req.temperature, top_p=req.top_p,
-                            top_k=_top_k(gen, req.top_k), seed=req.seed, stop=req.stop)
+    params = SamplingParams(max_new_tokens=max_new, temperature=req.temperature, top_p=req.top_p, top_k=req.top_k,
+                            seed=req.seed, stop=req.stop)
     return ids, params
