@@ -3,6 +3,9 @@
 Synchronises the device between phases (so the total is a little above a real step) and prints medians.
 
     python scripts/profile_train_step.py --target DIR --data DATA_DIR [--batch-size 16 --anchors 128 --steps 12]
+        [--attention sdpa flex --num-layers 5 8]
+
+A FlexAttention run also prints its parity with the dense mask on one batch (loss and gradients).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ def main() -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--batch-size", type=int, nargs="+", default=[16])
     p.add_argument("--anchors", type=int, nargs="+", default=[128])
-    p.add_argument("--num-layers", type=int, default=3)
+    p.add_argument("--num-layers", type=int, nargs="+", default=[3])
+    p.add_argument("--attention", nargs="+", default=["sdpa"], choices=["sdpa", "flex"])
     p.add_argument("--loss-vocab", type=int, nargs="+", default=[0], help="0 full, -1 auto, N kept tokens")
     p.add_argument("--max-len", type=int, default=1024)
     p.add_argument("--steps", type=int, default=12)
@@ -38,12 +42,14 @@ def main() -> None:
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     run = None
-    for bs, anchors, loss_vocab in itertools.product(args.batch_size, args.anchors, args.loss_vocab):
-        cfg = TrainConfig(data=[args.data], out="/tmp/profile-train", target=args.target,
-                          num_layers=args.num_layers, anchors=anchors, batch_size=bs, max_len=args.max_len,
+    grid = itertools.product(args.num_layers, args.attention, args.batch_size, args.anchors, args.loss_vocab)
+    for layers, attention, bs, anchors, loss_vocab in grid:
+        cfg = TrainConfig(data=[args.data], out="/tmp/profile-train", target=args.target, attention=attention,
+                          num_layers=layers, anchors=anchors, batch_size=bs, max_len=args.max_len,
                           resume=False, eval_num=0, tensorboard=False, loss_vocab=loss_vocab)
         target = None if run is None else (run.hf_model, run.tokenizer)
         run = _Run(cfg, Dist(device=dev), target)
+        parity = _parity(run, anchors) if run.flex else None
         times: dict[str, list[float]] = {}
         for step in range(args.steps):
             lap = _Laps(sync)
@@ -57,7 +63,8 @@ def main() -> None:
         med = {k: round(statistics.median(v), 1) for k, v in times.items()}
         med["total"] = round(sum(med.values()), 1)
         drafted = bs * anchors * run.draft.block_size
-        print(json.dumps({"batch": bs, "anchors": anchors, "loss_vocab": loss_vocab, "ms": med,
+        print(json.dumps({"layers": layers, "attention": attention, "parity": parity, "batch": bs,
+                          "anchors": anchors, "loss_vocab": loss_vocab, "ms": med,
                           "step_ms_unsynced": round(step_ms, 1), "peak_gb": _peak(dev),
                           "drafted_pos_per_s": round(drafted / step_ms * 1000)}), flush=True)
 
@@ -70,7 +77,7 @@ def _step(run, anchors: int, step: int, lap=lambda name: None) -> None:
     feats = run.features(tokens.to(run.dev, non_blocking=True))
     blocks = blocks.to(run.dev)
     lap("features")
-    masks = layer_masks(run.draft, blocks.anchors, tokens.shape[1])
+    masks = layer_masks(run.draft, blocks.anchors, tokens.shape[1], run.flex)
     lap("masks")
     with run._autocast():
         loss, _ = run.model(feats, blocks, masks)
@@ -80,6 +87,26 @@ def _step(run, anchors: int, step: int, lap=lambda name: None) -> None:
     run.opt.step()
     run.opt.zero_grad(set_to_none=True)
     lap("optimizer")
+
+
+def _parity(run, anchors: int) -> dict:
+    """Loss and gradients of one batch through FlexAttention vs the dense mask (the same weights)."""
+    _, idx = run.plan.indices(0)
+    tokens, _, blocks = collate(run.data, idx, anchors, run.draft.block_size, run.draft.mask_token_id, 0)
+    tokens, blocks = tokens.to(run.dev), blocks.to(run.dev)
+    feats = run.features(tokens)
+    out = {}
+    for flex in (False, True):
+        masks = layer_masks(run.draft, blocks.anchors, tokens.shape[1], flex)
+        with run._autocast():
+            loss, _ = run.model(feats, blocks, masks)
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in run.draft.parameters() if p.grad is not None])
+        out[flex] = (loss.item(), grads)
+        run.opt.zero_grad(set_to_none=True)
+    (l0, g0), (l1, g1) = out[False], out[True]
+    return {"loss_dense": round(l0, 5), "loss_flex": round(l1, 5),
+            "grad_rel_diff": round(((g1 - g0).norm() / g0.norm()).item(), 5)}
 
 
 def _free_running(run, anchors: int, steps: int, sync) -> float:

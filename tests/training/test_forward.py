@@ -7,6 +7,7 @@ import torch
 from dflashkit import DFlashDraft, DraftConfig
 from dflashkit.models.drafter import MaskSpec
 from dflashkit.training.blocks import block_attention_mask
+from dflashkit.training.flex_mask import mask_rule
 from dflashkit.training.forward import draft_blocks, layer_masks
 
 
@@ -48,3 +49,32 @@ def test_all_blocks_in_one_pass_equal_each_block_alone_as_at_inference():
             spec = MaskSpec(q_pos=q_pos[:, i * 4:(i + 1) * 4], k_pos=pos, k_valid=torch.ones(1, a, dtype=torch.bool))
             alone = draft(noise[:, i * 4:(i + 1) * 4], spec.q_pos, kv, mask_spec=spec)
             torch.testing.assert_close(together[:, i * 4:(i + 1) * 4], alone)
+
+
+
+def test_flex_mask_rule_is_the_dense_mask_element_for_element():
+    """The sparse FlexAttention path (used on GPUs) sees exactly the keys the dense SDPA mask allows."""
+    anchors = torch.tensor([[0, 0, 0], [2, 7, 11], [1, 3, 16], [5, 6, 7]])  # row 0: padding anchors
+    ctx_len, t = 19, 4
+    b, q, kv = torch.arange(4), torch.arange(3 * t), torch.arange(ctx_len + 3 * t)
+    for causal, window in ((False, None), (True, None), (False, 3), (True, 5), (False, 40)):
+        dense = block_attention_mask(anchors, ctx_len, t, causal, window)[:, 0]
+        rule = mask_rule(anchors, ctx_len, t, causal, window)
+        grid = rule(b[:, None, None], 0, q[None, :, None], kv[None, None, :])
+        assert torch.equal(grid, dense), (causal, window)
+
+
+def test_flex_masks_give_the_dense_masks_outputs():
+    for layer_types, window in ((None, None), (["sliding_attention", "full_attention"], 5)):
+        draft = tiny_draft(layer_types, window).float()
+        torch.manual_seed(2)
+        ctx_len = 20
+        anchors = torch.tensor([[0, 0, 0, 0], [2, 7, 11, 15], [1, 3, 5, 16]])
+        feats = torch.randn(3, ctx_len, 64)
+        with torch.no_grad():  # FlexAttention has no backward on the CPU
+            ctx_kv = draft.context_kv(draft.project_context(feats), torch.arange(ctx_len)[None].expand(3, -1))
+            q_pos = (anchors[:, :, None] + torch.arange(4)).flatten(1)
+            noise = torch.randn(3, 16, 32)
+            dense = draft_blocks(draft, noise, q_pos, ctx_kv, layer_masks(draft, anchors, ctx_len))
+            flex = draft_blocks(draft, noise, q_pos, ctx_kv, layer_masks(draft, anchors, ctx_len, flex=True))
+        torch.testing.assert_close(flex, dense, atol=1e-5, rtol=1e-4)

@@ -34,6 +34,8 @@ HELP = {
     "eval_prompts": "held-out prompts JSONL (default: <data>/heldout.jsonl)",
     "export_dtype": "dtype of the final drafter in <out>/draft",
     "resume": "continue from the newest checkpoint in --out",
+    "attention": "drafter attention: 'flex' (FlexAttention, skips the masked tiles; GPU only), 'sdpa' (dense "
+                 "mask), 'auto' (flex on a GPU when torch has it)",
 }
 
 

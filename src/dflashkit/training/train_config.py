@@ -48,6 +48,7 @@ class TrainConfig:
     eval_max_new_tokens: int = 192
     export_dtype: str = "bfloat16"  # the final drafter in <out>/draft
     device: str | None = None
+    attention: str = "auto"  # drafter attention in training: 'flex' (block-sparse), 'sdpa' (dense mask), auto
     resume: bool = True  # continue from the newest checkpoint in <out>
     tensorboard: bool = True
 
@@ -64,6 +65,8 @@ class TrainConfig:
             raise ConfigError(f"loss_vocab must be >= -1 (0 = the whole vocabulary, -1 = auto), got {self.loss_vocab}")
         if not 0.0 <= self.distill <= 1.0:
             raise ConfigError(f"distill must be between 0 and 1 (the soft target loss's weight), got {self.distill}")
+        if self.attention not in ("auto", "flex", "sdpa"):
+            raise ConfigError(f"attention must be 'auto', 'flex' or 'sdpa', got {self.attention!r}")
         if self.init not in ("target", "random"):
             raise ConfigError(f"init must be 'target' or 'random', got {self.init!r}")
         self._check_ranges()

@@ -54,6 +54,7 @@ class _Run:
         self.cfg, self.env, self.dev = cfg, env, env.device
         self.out = Path(cfg.out)
         on_gpu = self.dev.type == "cuda"
+        self.flex = _flex_attention(cfg.attention, self.dev)
         self.autocast = torch.bfloat16 if on_gpu else None
         if target is None:
             hf_model, self.tokenizer = load_target(cfg.target, resolve_dtype(None, self.dev), self.dev)
@@ -158,7 +159,7 @@ class _Run:
                                         self.draft.mask_token_id, seed)
             tokens, blocks = tokens.to(self.dev, non_blocking=True), blocks.to(self.dev)
             feats, soft = self._target(tokens, blocks)
-            masks = layer_masks(self.draft, blocks.anchors, tokens.shape[1])
+            masks = layer_masks(self.draft, blocks.anchors, tokens.shape[1], self.flex)
             sync = m == cfg.grad_accum - 1 or not self.env.enabled
             with (contextlib.nullcontext() if sync else self.model.no_sync()), self._autocast():
                 loss, s = self.model(feats, blocks, masks, *soft)
@@ -272,6 +273,20 @@ def _resize_at(done: int) -> bool:
 
 def _reserve(cfg: TrainConfig) -> float:
     return min(_RESERVE_S, 0.1 * (cfg.time_budget_s or 0.0))
+
+
+def _flex_attention(choice: str, device: torch.device) -> bool:
+    """FlexAttention (block-sparse) on GPUs; the dense SDPA mask elsewhere (Flex has no CPU backward)."""
+    from ..errors import ConfigError
+    from .flex_mask import flex_available
+
+    if choice == "sdpa":
+        return False
+    usable = device.type == "cuda" and flex_available()
+    if choice == "flex" and not usable:
+        raise ConfigError(f"--attention flex needs a CUDA device and torch with FlexAttention (training on "
+                          f"{device}); use --attention sdpa")
+    return usable
 
 
 def _optimizer(draft: nn.Module, cfg: TrainConfig, on_gpu: bool) -> torch.optim.Optimizer:
