@@ -23,6 +23,7 @@ LR=${LR:-1.2e-3}
 LOSS_VOCAB=${LOSS_VOCAB:--1}  # -1: loss over the engine's draft vocabulary (the shipped drafter; 1.26x steps/s); 0: every token
 DISTILL=${DISTILL:-0}         # weight of the soft (target distribution) loss; 0.5 with sampled data did not help (training.md)
 GAMMA=${GAMMA:-7}             # loss decay over block offsets: weight exp(-(k-1)/GAMMA) at offset k
+ATTENTION=${ATTENTION:-auto} # drafter attention in training: auto = FlexAttention on a GPU (run 5 used sdpa)
 INIT=${INIT:-random}          # drafter start: random (held-out tau 1.25 vs 1.19 for 'target' in a paired 500-step run)
 EVAL_PROMPTS=${EVAL_PROMPTS:-80}
 EVAL_EVERY=${EVAL_EVERY:-0}   # steps between held-out tau checks during training (0: only at the end)
@@ -56,7 +57,7 @@ fi
 if [[ $PHASES == *train* ]]; then
     stamp "train (${TRAIN_S}s budget, init $INIT)"
     dflash train --target "$TARGET" --data "$WORK/data" --out "$RUN" --num-layers "$LAYERS" --block-size 16 \
-        --init "$INIT" --anchors "$ANCHORS" --batch-size "$BATCH" --lr "$LR" --loss-vocab "$LOSS_VOCAB" --distill "$DISTILL" --gamma "$GAMMA" --warmup-steps 60 --max-len "$MAX_LEN" \
+        --init "$INIT" --anchors "$ANCHORS" --batch-size "$BATCH" --lr "$LR" --loss-vocab "$LOSS_VOCAB" --distill "$DISTILL" --gamma "$GAMMA" --warmup-steps 60 --max-len "$MAX_LEN" --attention "$ATTENTION" \
         --time-budget-s "$TRAIN_S" --save-every 500 --keep-checkpoints 1 --log-every 50 \
         --eval-num 32 --eval-max-new-tokens 256 --eval-every "$EVAL_EVERY" --no-tensorboard || { stamp "train failed"; exit 1; }
     rm -rf "$OUT/draft"
