@@ -286,7 +286,8 @@ def _flex_attention(choice: str, device: torch.device) -> bool:
     if choice == "flex" and not usable:
         raise ConfigError(f"--attention flex needs a CUDA device and torch with FlexAttention (training on "
                           f"{device}); use --attention sdpa")
-    return usable
+    # auto: only where its Triton kernels are at home (measured on Hopper; Ampere and newer are supported)
+    return usable and (choice == "flex" or torch.cuda.get_device_capability(device) >= (8, 0))
 
 
 def _optimizer(draft: nn.Module, cfg: TrainConfig, on_gpu: bool) -> torch.optim.Optimizer:
