@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from dflashkit import DFlashDraft, DraftConfig
@@ -64,6 +65,7 @@ def test_flex_mask_rule_is_the_dense_mask_element_for_element():
         assert torch.equal(grid, dense), (causal, window)
 
 
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 def test_flex_masks_give_the_dense_masks_outputs():
     for layer_types, window in ((None, None), (["sliding_attention", "full_attention"], 5)):
         draft = tiny_draft(layer_types, window).float()
@@ -78,3 +80,16 @@ def test_flex_masks_give_the_dense_masks_outputs():
             dense = draft_blocks(draft, noise, q_pos, ctx_kv, layer_masks(draft, anchors, ctx_len))
             flex = draft_blocks(draft, noise, q_pos, ctx_kv, layer_masks(draft, anchors, ctx_len, flex=True))
         torch.testing.assert_close(flex, dense, atol=1e-5, rtol=1e-4)
+
+
+def test_attention_choice_flex_needs_a_gpu_and_auto_falls_back_to_sdpa():
+    from dflashkit.errors import ConfigError
+    from dflashkit.training.train_config import TrainConfig
+    from dflashkit.training.trainer import _flex_attention
+
+    cpu = torch.device("cpu")
+    assert _flex_attention("auto", cpu) is False and _flex_attention("sdpa", cpu) is False
+    with pytest.raises(ConfigError, match="--attention flex needs a CUDA device"):
+        _flex_attention("flex", cpu)
+    with pytest.raises(ConfigError, match="attention must be"):
+        TrainConfig(data=["x"], attention="dense").validate()
