@@ -53,13 +53,15 @@ def create_app(gen, config: ServerConfig) -> FastAPI:
     app.add_middleware(CountResponses, metrics=metrics)
     _add_error_handlers(app)
 
-    @app.get("/health")
+    # GET routes answer HEAD too (HTTP requires it; load balancers probe with it): FastAPI, unlike Starlette,
+    # does not add it, and `HEAD /health` was a 405
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> JSONResponse:
         ok = engine.alive
         return JSONResponse({"status": "ok" if ok else "unavailable", "running": engine.running,
                              "queued": engine.queued}, status_code=200 if ok else 503)
 
-    @app.get("/metrics")
+    @app.api_route("/metrics", methods=["GET", "HEAD"])
     async def prometheus() -> PlainTextResponse:
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
@@ -67,12 +69,13 @@ def create_app(gen, config: ServerConfig) -> FastAPI:
         return {"id": config.served_model_name, "object": "model", "created": created, "owned_by": "dflashkit",
                 "max_model_len": engine.max_length}
 
-    @app.get("/v1/models")
+    @app.api_route("/v1/models", methods=["GET", "HEAD"])
     async def models(request: Request) -> JSONResponse:
         check_api_key(request, config.api_key)
         return JSONResponse({"object": "list", "data": [card()]})
 
-    @app.get("/v1/models/{model:path}")  # openai's `client.models.retrieve(name)`; :path as names hold '/'
+    # openai's `client.models.retrieve(name)`; :path as names hold '/'
+    @app.api_route("/v1/models/{model:path}", methods=["GET", "HEAD"])
     async def model(request: Request, model: str) -> JSONResponse:
         check_api_key(request, config.api_key)
         if model not in names:

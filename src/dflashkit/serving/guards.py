@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hmac
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from .errors import APIError
 from .metrics import Metrics
@@ -32,11 +32,15 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:  # gone mid-upload: escaped as a 500 with a traceback in the server's log
+        raise APIError(499, "the client closed the connection before sending the whole body",
+                       code="client_closed_request") from None
     return b"".join(chunks)
 
 

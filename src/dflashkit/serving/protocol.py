@@ -37,12 +37,15 @@ class Message(_Strict):
     content: str | list[TextPart] | None = None
     name: str | None = None
     tool_calls: list[Any] | None = None  # accepted only empty: echoed history from clients
+    function_call: Any = None  # accepted only null, as `audio`: `message.model_dump()` echoes both as null
+    audio: Any = None
     tool_call_id: str | None = None
     refusal: str | None = None
 
 
 class StreamOptions(_Strict):
     include_usage: bool = False
+    include_obfuscation: bool | None = None  # openai's client offers it; accepted, unused: we add no padding
 
 
 class _Sampling(_Strict):
@@ -55,7 +58,7 @@ class _Sampling(_Strict):
     top_k: int | None = None  # extension (vLLM style); -1 or 0 = off
     seed: int | None = None
     stop: str | list[str] | None = None
-    stream: bool = False
+    stream: bool | None = False  # null allowed, as OpenAI's schema does (clients send unset fields as null)
     stream_options: StreamOptions | None = None
     n: int | None = None
     presence_penalty: float | None = None
@@ -204,6 +207,10 @@ def _message_text(m: Message, i: int) -> str:
         raise unsupported(f"messages.{i}.role", f"messages of role {m.role!r}: tool calling is not implemented")
     if m.tool_calls:
         raise unsupported(f"messages.{i}.tool_calls", "tool calling is not implemented")
+    if m.function_call is not None:
+        raise unsupported(f"messages.{i}.function_call", "function calling is not implemented")
+    if m.audio is not None:
+        raise unsupported(f"messages.{i}.audio", "audio is not implemented")
     if m.content is None:
         raise bad_request(f"messages.{i}.content is missing", f"messages.{i}.content")
     if isinstance(m.content, str):
@@ -259,7 +266,10 @@ def chat_request(body: dict) -> tuple[ChatRequest, EngineRequest]:
     _refuse_chat_only(req)
     if not req.messages:
         raise bad_request("messages is empty: give at least one message", "messages")
-    messages = [{"role": m.role, "content": _message_text(m, i)} for i, m in enumerate(req.messages)]
+    # OpenAI's `developer` is the newer name of `system`; open chat templates (Qwen2.5/3, ...) know only `system`
+    # and dropped a developer message without a word (and added their default system prompt instead)
+    messages = [{"role": "system" if m.role == "developer" else m.role, "content": _message_text(m, i)}
+                for i, m in enumerate(req.messages)]
     if req.max_completion_tokens is not None:
         max_tokens = _max_tokens(req.max_completion_tokens, "max_completion_tokens")
     else:
