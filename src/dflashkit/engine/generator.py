@@ -261,10 +261,11 @@ class Generator:
             self.slots[i] = None
             self.slot_sampled[i] = self.slot_filtered[i] = self.slot_seeded[i] = False
         with torch.inference_mode():  # engine buffers are inference tensors
-            if len(slots) == 1:
-                self.active[slots[0]] = False
-            else:
-                self.active[torch.tensor(slots, device=self.device)] = False
+            index = slots[0] if len(slots) == 1 else torch.tensor(slots, device=self.device)
+            self.active[index] = False
+            # a row stopped inside a block at the context limit has its anchor past max_length: stepped while
+            # empty (a later slot still runs), its block would be written past the end of the caches
+            self.anchor_pos[index] = 0
 
     # --------------------------------------------------------------------- step
     @torch.inference_mode()
