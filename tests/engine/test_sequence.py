@@ -174,3 +174,12 @@ def test_cut_at_once_commits_what_token_by_token_commits():
         assert seq.acceptance_lengths[-1] >= 1 and sum(seq.acceptance_lengths) == len(generated)
         assert seq.t_end is not None and seq.t_first is not None
         assert seq.extend([0], speculative_step=True) == [] and seq.generated == generated  # finished: no-op
+
+
+def test_a_character_still_arriving_does_not_match_a_replacement_character_stop():
+    """The decoder shows a split character's first bytes as U+FFFD; that is not text yet, so a stop string
+    holding U+FFFD must not match it (the answer was cut before the character completed)."""
+    seq = make(stop=["b\ufffd"])
+    assert seq.extend([1, 26], speculative_step=True) == [1, 26] and not seq.finished  # "b" + half of "é"
+    seq.extend([27, 2], speculative_step=True)
+    assert not seq.finished and seq.final_text() == "béc"

@@ -146,10 +146,12 @@ class Sequence:
     def _find_stop(self) -> bool:
         if not self._window:
             self._window = _stop_window(self.params.stop)
-        tail = self.tokenizer.decode(self.generated[-self._window:], skip_special_tokens=True)
+        # a trailing U+FFFD is a character whose bytes are still arriving, not text: a stop holding U+FFFD
+        # matched it and cut the answer before the character completed
+        tail = self.tokenizer.decode(self.generated[-self._window:], skip_special_tokens=True).rstrip("\ufffd")
         if not any(s in tail for s in self.params.stop):
             return False
-        text = self.full_text()
+        text = self.full_text().rstrip("\ufffd")
         hits = [text.find(s) for s in self.params.stop if s in text]
         self._stop_at = min(hits) if hits else None
         return self._stop_at is not None
