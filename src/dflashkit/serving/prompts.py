@@ -6,7 +6,7 @@ with the engine, and the prompt length is known before the request is accepted.
 
 from __future__ import annotations
 
-import weakref
+import functools
 
 from ..engine.sampling import SamplingParams
 from ..errors import RequestError
@@ -56,41 +56,22 @@ def plan(gen, req: EngineRequest) -> tuple[list[int], SamplingParams]:
 # tokenizer, and every other stream stalled meanwhile. A text longer than the context times the longest
 # vocabulary string cannot fit whatever its tokens are, so it is refused before it is encoded (with a 2x
 # margin for normalisers that drop characters).
-_LONGEST_TOKEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def refuse_unencodable_length(gen, req: EngineRequest, param: str) -> None:
     longest = _longest_token(gen.tokenizer)
     if longest is None or isinstance(req.prompt, list):
         return
-    chars = len(req.prompt) if isinstance(req.prompt, str) else sum(_text_chars(m.get("content"))
-                                                                      for m in req.messages or [])
+    # chat contents are strings by now (protocol.py joined the text parts)
+    chars = len(req.prompt) if isinstance(req.prompt, str) else sum(len(m["content"]) for m in req.messages)
     if chars > 2 * longest * gen.max_length:
         raise context_exceeded(f"This model's maximum context length is {gen.max_length} tokens; the prompt's "
                                f"{chars} characters are far more than that many tokens can hold. Shorten the "
                                "prompt.", param)
 
 
+@functools.lru_cache(maxsize=4)
 def _longest_token(tokenizer) -> int | None:
     """Characters of the longest vocabulary string (added tokens included): no token decodes to more."""
     try:
-        return _LONGEST_TOKEN[tokenizer]
-    except (KeyError, TypeError):
-        pass
-    try:
-        longest = max((len(t) for t in tokenizer.get_vocab()), default=0) or None
+        return max((len(t) for t in tokenizer.get_vocab()), default=0) or None
     except Exception:  # a tokenizer without a vocabulary listing: no early check
-        longest = None
-    try:
-        _LONGEST_TOKEN[tokenizer] = longest
-    except TypeError:  # not weak-referenceable: computed each time
-        pass
-    return longest
-
-
-def _text_chars(content) -> int:
-    if isinstance(content, str):
-        return len(content)
-    if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}]
-        return sum(len(p.get("text") or "") for p in content if isinstance(p, dict))
-    return 0
+        return None
