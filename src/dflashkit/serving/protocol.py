@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from .errors import APIError, bad_request, unsupported
 
 MAX_STOP_STRINGS = 16  # each is searched for after every generated token, on the engine every request shares
 MAX_STOP_BYTES = 1024  # and each search re-decodes a window of tokens as long as the longest stop string
+MIN_TOP_P = 1e-30  # smaller values are raised to it: same answer (the top token alone), and non-zero in float32
 
 
 class _Strict(BaseModel):
@@ -106,31 +108,51 @@ class EngineRequest:
     stream: bool = False  # False: the HTTP side waits for the whole answer, so no per-step deltas are sent
 
 
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def parse_json(raw: bytes) -> dict:
+    # UTF-8 only (RFC 8259; a BOM is skipped): json.loads(bytes) also took UTF-16 and UTF-32, whose escapes the
+    # surrogate check below never saw, and decoded UTF-8-encoded surrogates ("surrogatepass"): both reached
+    # the tokenizer as half a UTF-16 pair (a 500)
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise bad_request(f"request body is not valid JSON: not UTF-8 text ({exc})", code="invalid_json") from None
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise bad_request(f"request body is not valid JSON: {exc}", code="invalid_json") from None
     except RecursionError:  # json's decoder recurses per nesting level: 30k '[' are a 500 otherwise
         raise bad_request("request body is not valid JSON: nested too deeply", code="invalid_json") from None
+    except ValueError:  # Python refuses to convert an integer of over 4,300 digits: it was a 500
+        raise bad_request(f"request body holds a number of more than {sys.get_int_max_str_digits()} digits",
+                          code="invalid_json") from None
     if not isinstance(body, dict):
         raise bad_request("request body must be a JSON object", code="invalid_json")
-    if _SURROGATE_ESCAPE.search(raw):
+    if _SURROGATE_ESCAPE.search(text):
         _refuse_lone_surrogates(body)
     return body
 
 
 def _refuse_lone_surrogates(body: dict) -> None:
     """JSON lets a string hold half of a UTF-16 pair ("\\ud800"); no tokenizer can encode it (it failed deep in
-    the engine as a 500). Pairs (escaped emoji) decode to one character and pass."""
-    try:
-        json.dumps(body, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        raise bad_request("request body is not valid JSON text: a string holds an unpaired UTF-16 surrogate "
-                          "escape (\\ud800-\\udfff)", code="invalid_json") from None
+    the engine as a 500). Pairs (escaped emoji) decode to one character and pass. A loop, not a recursion:
+    json.dumps re-encoding a body nested just under the parser's limit ran out of stack (a 500)."""
+    pending: list = [body]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, str):
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise bad_request("request body is not valid JSON text: a string holds an unpaired UTF-16 "
+                                  "surrogate escape (\\ud800-\\udfff)", code="invalid_json") from None
 
 
 def validate(schema: type[_Strict], body: dict) -> _Strict:
@@ -166,6 +188,8 @@ def _is_type_tag(part) -> bool:
 
 
 def _refuse_unsupported(req: _Sampling) -> None:
+    if req.n is not None and req.n < 1:
+        raise bad_request(f"n={req.n} must be >= 1", "n")
     if req.n not in (None, 1):
         raise unsupported("n", "only n=1; send several requests for several answers")
     for name in ("presence_penalty", "frequency_penalty"):
@@ -192,7 +216,7 @@ def _refuse_chat_only(req: ChatRequest) -> None:
 
 
 def _refuse_completion_only(req: CompletionRequest) -> None:
-    if req.logprobs:
+    if req.logprobs is not None:  # 0 too: OpenAI then still returns the sampled tokens' log probabilities
         raise unsupported("logprobs", "log probabilities are not returned")
     if req.best_of not in (None, 1):
         raise unsupported("best_of", "only best_of=1")
@@ -217,8 +241,11 @@ def _message_text(m: Message, i: int) -> str:
         return m.content
     texts = []
     for j, part in enumerate(m.content):
-        if part.type != "text" or part.text is None:
+        if part.type != "text":
             raise unsupported(f"messages.{i}.content.{j}", f"content part of type {part.type!r}: only text")
+        if part.text is None:
+            raise bad_request(f"Missing required parameter: 'messages.{i}.content.{j}.text' (a text part)",
+                              f"messages.{i}.content.{j}.text", "missing_required_parameter")
         texts.append(part.text)
     return "\n".join(texts)
 
@@ -230,6 +257,9 @@ def _sampling_values(req: _Sampling) -> dict:
     top_p = 1.0 if req.top_p is None else req.top_p
     if not 0 < top_p <= 1:
         raise bad_request(f"top_p={top_p} must be in (0, 1]", "top_p")
+    # the engine filters in float32, where a top_p under ~1e-45 is 0 and keeps no token at all (NaN
+    # probabilities: token 0 every time); any top_p below 1 / vocabulary keeps just the most likely token
+    top_p = max(top_p, MIN_TOP_P)
     top_k = req.top_k or 0
     if top_k < -1:
         raise bad_request(f"top_k={top_k} must be >= 0 (-1 or 0 = off)", "top_k")
@@ -270,10 +300,10 @@ def chat_request(body: dict) -> tuple[ChatRequest, EngineRequest]:
     # and dropped a developer message without a word (and added their default system prompt instead)
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": _message_text(m, i)}
                 for i, m in enumerate(req.messages)]
+    # both are checked (a bad max_tokens beside max_completion_tokens was ignored); the newer name wins
+    max_tokens = _max_tokens(req.max_tokens, "max_tokens")
     if req.max_completion_tokens is not None:
         max_tokens = _max_tokens(req.max_completion_tokens, "max_completion_tokens")
-    else:
-        max_tokens = _max_tokens(req.max_tokens, "max_tokens")
     return req, EngineRequest(messages=messages, prompt=None, max_tokens=max_tokens, default_max_tokens=None,
                               stream=bool(req.stream), **_sampling_values(req))
 
