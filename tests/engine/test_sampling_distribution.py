@@ -61,6 +61,14 @@ def test_probs_apply_temperature_top_k_top_p():
     assert torch.allclose(got, ref, atol=1e-6)
 
 
+def test_a_top_p_below_float32_range_keeps_the_top_token():
+    logits = torch.tensor([[[0.5, 2.0, 1.0]]])
+    s = BatchSampling.build([SamplingParams(temperature=1.0, top_p=1e-300)], "cpu")
+    got = sampling.probs(logits, s)[0, 0]
+    assert torch.equal(got, torch.tensor([0.0, 1.0, 0.0]))
+    assert sampling.sample(got, torch.tensor(0.7)).item() == 1
+
+
 def _exact_marginals(reference, prompt, s, vocab):
     """Exact distributions of the 1st, 2nd and 3rd generated token under the processed target."""
     with torch.no_grad():

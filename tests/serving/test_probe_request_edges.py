@@ -59,7 +59,7 @@ def test_bad_max_tokens_beside_max_completion_tokens_is_refused(server):
 
 def test_vanishing_top_p_keeps_the_top_token(server):
     """top_p=1e-300 is 0 in the engine's float32 filter: every token was masked, and token 0 (a special token,
-    decoded as "") came out every step. Any top_p below 1/vocabulary keeps just the most likely token."""
+    decoded as "") came out every step. The filter now always keeps the most likely token."""
     client = server.openai()
     greedy = client.completions.create(model=MODEL, prompt="Numbers:", max_tokens=12, temperature=0)
     tiny = client.completions.create(model=MODEL, prompt="Numbers:", max_tokens=12, temperature=1, top_p=1e-300)

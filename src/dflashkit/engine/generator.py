@@ -216,6 +216,9 @@ class Generator:
         if len(prompt_ids) >= self.max_length:
             raise RequestError(f"prompt has {len(prompt_ids)} tokens; the context holds {self.max_length} "
                                "(prompt + generated). Shorten the prompt or raise max_length.")
+        if params.stop and self.tokenizer is None:  # else the step that commits its first token fails the batch
+            raise RequestError("stop strings need a tokenizer to read the text; this engine has none "
+                               "(use stop_token_ids)")
         if params.top_k >= vocab:  # keeps every token, i.e. off (and a huge one would not fit the int64 tensor)
             params = replace(params, top_k=0)
         stop_ids = params.stop_token_ids if params.stop_token_ids is not None else self.target.stop_token_ids()
@@ -369,9 +372,10 @@ class Generator:
         column = [last.index(n - 1) for n in lengths]
         slot_arg = slots[0] if len(group) == 1 else torch.tensor(slots, device=dev)
         layer_ids = self.draft.target_layer_ids if self.speculative else None
+        length_t = torch.tensor(lengths, device=dev)
         with self.target.eager():
             logits, feats = self.target.forward(ids, pos, slot=slot_arg, logits_to_keep=keep, layer_ids=layer_ids,
-                                                kv_len=width)
+                                                kv_len=width, prompt_lengths=length_t)
         firsts = []
         for row, (slot, seq) in enumerate(group):
             row_logits = logits[row:row + 1, column[row]:column[row] + 1]  # [1, 1, V]
@@ -382,7 +386,6 @@ class Generator:
                 self._fill_uniforms(slot, slot + 1, 1)
                 firsts.append(sampling.sample(sampling.probs(row_logits, s)[:, 0], self.uniforms[slot:slot + 1, 0])[0])
         first = torch.stack(firsts)
-        length_t = torch.tensor(lengths, device=dev)
         if self.speculative:
             ctx = self.draft.project_context(feats.to(self.draft.dtype))
             self.dcache.write(self.draft.context_kv(ctx, pos), pos, slot=slot_t)
@@ -539,38 +542,42 @@ class Generator:
             params = [params or SamplingParams()] * len(prompts)
         if len(params) != len(prompts):
             raise RequestError(f"{len(prompts)} prompts but {len(params)} sampling settings")
+        refs = references or [None] * len(prompts)
+        if len(refs) != len(prompts):
+            raise RequestError(f"{len(prompts)} prompts but {len(refs)} references")
         previous = self.speculative
         if speculative is not None:
             if speculative and self.draft is None:
                 raise RequestError("speculative decoding needs a drafter")
             self.speculative = speculative and self.block_size > 1
+        streamed = on_update is not None  # without a callback nobody reads the text deltas
+        ids: list[int] = []
+        bar = None
         try:
-            refs = references or [None] * len(prompts)
-            streamed = on_update is not None  # without a callback nobody reads the text deltas
-            ids = [self.add_request(p, q, r, stream_text=streamed)
-                   for p, q, r in zip(prompts, params, refs, strict=True)]
-            bar = None
+            # everything from the first add_request on is undone on any error: a prompt refused after others
+            # were queued, a failed step or a failing on_update left requests behind, and every later
+            # generate() refused the engine as busy
+            for p, q, r in zip(prompts, params, refs, strict=True):
+                ids.append(self.add_request(p, q, r, stream_text=streamed))
             if progress:
                 from tqdm.auto import tqdm
 
                 bar = tqdm(total=len(ids), desc="generate", unit="req")
             while self.has_work():
-                try:
-                    step_updates = self.step()
-                except BaseException:
-                    for seq_id in ids:  # leave the engine idle and usable
-                        self.abort(seq_id)
-                        self.sequences.pop(seq_id, None)
-                    raise
-                for update in step_updates:
+                for update in self.step():
                     if on_update is not None:
                         on_update(update)
                     if update.finished and bar is not None:
                         bar.update(1)
+            return [self.pop_result(i) for i in ids]
+        except BaseException:
+            for seq_id in ids:  # leave the engine idle and usable
+                self.abort(seq_id)
+                self.sequences.pop(seq_id, None)
+            raise
+        finally:
             if bar is not None:
                 bar.close()
-            return [self.pop_result(i) for i in ids]
-        finally:
             self.speculative = previous
 
     def stream(self, prompt_ids: list[int], params: SamplingParams | None = None) -> Iterator[Update]:

@@ -138,7 +138,9 @@ def probs(logits: torch.Tensor, s: BatchSampling) -> torch.Tensor:
         sorted_scores = sorted_scores.masked_fill(~keep, float("-inf"))
         sorted_probs = sorted_scores.softmax(-1)
         before = sorted_probs.cumsum(-1) - sorted_probs  # mass strictly above each token
-        keep = keep & (before < s.top_p[:, None, None])
+        # the top token always stays: a top_p that float32 rounds to 0 (under ~1e-45) kept none (NaN
+        # probabilities, token 0 every time)
+        keep = keep & ((before < s.top_p[:, None, None]) | (ranks == 0)[None, None, :])
         sorted_scores = sorted_scores.masked_fill(~keep, float("-inf"))
         scores = torch.full_like(scores, float("-inf")).scatter(-1, order, sorted_scores)
     return scores.softmax(-1)

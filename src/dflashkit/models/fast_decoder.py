@@ -217,8 +217,10 @@ class FastDecoderTarget(TargetBase):
     # ------------------------------------------------------------------ forward
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor, *, slot: int | torch.Tensor | None = None,
                 kv_len: int | None = None, logits_to_keep: int | torch.Tensor = 0,
-                layer_ids: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """As `TargetModel.forward`: logits [b, T or keep, V] and features [b, T, len(layer_ids) * hidden]."""
+                layer_ids: list[int] | None = None,
+                prompt_lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """As `TargetModel.forward`: logits [b, T or keep, V] and features [b, T, len(layer_ids) * hidden].
+        `prompt_lengths` is unused: length-dependent RoPE, the one thing it serves, is refused here."""
         self.state.begin(positions, slot, kv_len)
         rows, kv_index = cache_rows(slot, positions)
         length = kv_len or self.capacity

@@ -30,10 +30,13 @@ class StepState:
     positions: torch.Tensor | None = None  # [b, T] absolute positions of this step's tokens
     slot: int | torch.Tensor | None = None  # None: the whole batch; int / [b] slots: prefill into those
     kv_len: int | None = None  # attend over cache[:kv_len] only (None: everything)
+    prompt_lens: torch.Tensor | None = None  # [b] prompt lengths in a prefill (length-dependent RoPE, target.py)
     masks: dict = field(default_factory=dict)
 
-    def begin(self, positions: torch.Tensor, slot: int | torch.Tensor | None, kv_len: int | None) -> None:
+    def begin(self, positions: torch.Tensor, slot: int | torch.Tensor | None, kv_len: int | None,
+              prompt_lens: torch.Tensor | None = None) -> None:
         self.positions, self.slot, self.kv_len, self.masks = positions, slot, kv_len, {}
+        self.prompt_lens = prompt_lens
 
     def mask(self, window: int | None, length: int, dtype: torch.dtype | None = None) -> torch.Tensor:
         """[b, 1, T, S]: bool (True = attend), or additive in `dtype` (built once per forward, not per layer)."""

@@ -26,6 +26,56 @@ def _attention_modules(model: nn.Module) -> list[nn.Module]:
     return found
 
 
+def _length_dependent_rotaries(model: nn.Module) -> list[nn.Module]:
+    """Rotary modules whose frequencies HF picks from the forward's length (`dynamic`, `longrope`)."""
+    return [m for m in model.modules() if isinstance(getattr(m, "rope_type", None), str)
+            and hasattr(m, "original_inv_freq") and (m.rope_type == "longrope" or "dynamic" in m.rope_type)]
+
+
+class LengthwiseRope:
+    """Per-token frequencies for `dynamic` / `longrope` RoPE, as HF's cached generation gives them.
+
+    HF chooses these frequencies once per forward from max(position_ids) + 1. Decoding one sequence with
+    a KV cache, that is the prompt length for the prompt's tokens and p + 1 for the token at position p;
+    the engine's forwards see a prefill padded to 64 tokens, verify blocks reaching past the anchor,
+    and other sequences' rows. Any of these switched a sequence to scaled frequencies that
+    plain decoding would not use, so output depended on the padding, the block and the batch. Here each
+    token gets the frequencies of its own length: a table filled by replaying HF's own update rule along
+    one sequence's lengths 1..capacity, then a gather per forward (no host sync: graph safe)."""
+
+    def __init__(self, module: nn.Module, state: StepState):
+        self.module, self.state = module, state
+        self.hf_forward = module.forward
+        self.inv_freq = self.scaling = None
+        module.forward = self.forward
+
+    def build(self, capacity: int) -> None:
+        m = self.module
+        probe = torch.zeros(1, dtype=torch.float32, device=m.inv_freq.device)
+        rows, scales = [m.original_inv_freq.float()], [float(m.attention_scaling)]  # row 0: unused
+        with torch.no_grad():
+            for length in range(1, capacity + 1):  # HF's update sees seq_len = position + 1 = length
+                self.hf_forward(probe, torch.tensor([[length - 1]], device=probe.device))
+                rows.append(m.inv_freq.detach().float().clone())
+                scales.append(float(m.attention_scaling))
+            self.hf_forward(probe, torch.zeros(1, 1, dtype=torch.long, device=probe.device))  # back to short
+        self.inv_freq = torch.stack(rows)  # [capacity + 1, dim / 2]
+        self.scaling = torch.tensor(scales, dtype=torch.float32, device=probe.device)
+
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor, layer_type=None):
+        """HF's rotary forward (fp32 outer product, cat, cos/sin times the attention scaling), per-token lengths."""
+        if self.inv_freq is None:  # before `allocate` (its shape probe): HF's own
+            return self.hf_forward(x, position_ids, *(() if layer_type is None else (layer_type,)))
+        lengths = position_ids + 1
+        if self.state.prompt_lens is not None:  # a prefill: prompt tokens take the prompt's length
+            lengths = torch.maximum(lengths, self.state.prompt_lens[:, None])
+        lengths = lengths.clamp(max=self.inv_freq.shape[0] - 1)
+        freqs = self.inv_freq[lengths] * position_ids[..., None].float()  # [b, T, dim / 2]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        scale = self.scaling[lengths][..., None]
+        return (emb.cos() * scale).to(x.dtype), (emb.sin() * scale).to(x.dtype)
+
+
 class TargetBase:
     """What every target path shares: the HF model, its embedding and head, the step state, stop tokens."""
 
@@ -109,6 +159,7 @@ class TargetModel(TargetBase):
             module._dflashkit_binding = Binding(self.state, source, writes=not shared)
         self._modules = modules
         self.model.set_attn_implementation(static_cache.ATTN_IMPLEMENTATION)
+        self._ropes = [LengthwiseRope(m, self.state) for m in _length_dependent_rotaries(self.model)]
 
     def compile_layers(self) -> None:
         """torch.compile each decoder layer (fuses norms, RoPE, MLP elementwise): fewer, bigger kernels.
@@ -136,6 +187,8 @@ class TargetModel(TargetBase):
             shape = (batch_size, n_kv, capacity, head_dim)
             self.state.k[layer] = torch.zeros(shape, dtype=self.dtype, device=self.device)
             self.state.v[layer] = torch.zeros_like(self.state.k[layer])
+        for rope in self._ropes:
+            rope.build(capacity)
         self.batch_size, self.capacity = batch_size, capacity
 
     def _probe_shapes(self) -> dict[int, tuple[int, int]]:
@@ -162,13 +215,15 @@ class TargetModel(TargetBase):
     # ------------------------------------------------------------------ forward
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor, *, slot: int | torch.Tensor | None = None,
                 kv_len: int | None = None, logits_to_keep: int | torch.Tensor = 0,
-                layer_ids: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                layer_ids: list[int] | None = None,
+                prompt_lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """tokens/positions [b, T] -> logits [b, T or keep, V], features [b, T, len(layer_ids) * hidden].
 
         Writes the tokens' K/V into the cache: rows 0..b-1, or the slots named by `slot` (prefill).
         `logits_to_keep`: the last k positions (int, 0 = all) or a 1-D tensor of positions.
+        `prompt_lengths` [b]: in a (padded) prefill, each row's prompt length (length-dependent RoPE only).
         """
-        self.state.begin(positions, slot, kv_len)
+        self.state.begin(positions, slot, kv_len, prompt_lengths)
         out = self.model(input_ids=tokens, position_ids=positions, use_cache=False,
                          output_hidden_states=layer_ids is not None, logits_to_keep=logits_to_keep)
         features = None

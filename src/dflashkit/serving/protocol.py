@@ -19,7 +19,6 @@ from .errors import APIError, bad_request, unsupported
 
 MAX_STOP_STRINGS = 16  # each is searched for after every generated token, on the engine every request shares
 MAX_STOP_BYTES = 1024  # and each search re-decodes a window of tokens as long as the longest stop string
-MIN_TOP_P = 1e-30  # smaller values are raised to it: same answer (the top token alone), and non-zero in float32
 
 
 class _Strict(BaseModel):
@@ -257,9 +256,6 @@ def _sampling_values(req: _Sampling) -> dict:
     top_p = 1.0 if req.top_p is None else req.top_p
     if not 0 < top_p <= 1:
         raise bad_request(f"top_p={top_p} must be in (0, 1]", "top_p")
-    # the engine filters in float32, where a top_p under ~1e-45 is 0 and keeps no token at all (NaN
-    # probabilities: token 0 every time); any top_p below 1 / vocabulary keeps just the most likely token
-    top_p = max(top_p, MIN_TOP_P)
     top_k = req.top_k or 0
     if top_k < -1:
         raise bad_request(f"top_k={top_k} must be >= 0 (-1 or 0 = off)", "top_k")

@@ -1,0 +1,47 @@
+"""generate() leaves the engine idle whatever fails, and a request the engine cannot serve is refused up front."""
+
+from __future__ import annotations
+
+import pytest
+from tiny_models import build_tiny
+
+from dflashkit import Generator, SamplingParams
+from dflashkit.errors import RequestError
+from dflashkit.models.factory import random_draft
+
+
+def _engine():
+    target, _ = build_tiny("llama", seed=2)
+    return Generator(target, random_draft(target, block_size=4), max_batch=2, max_length=32)
+
+
+def test_a_refused_prompt_does_not_leave_the_earlier_ones_queued():
+    gen = _engine()
+    with pytest.raises(RequestError, match="context holds 32"):
+        gen.generate([[1, 2], [3, 4], [1] * 40], SamplingParams(max_new_tokens=4))
+    assert not gen.has_work() and not gen.sequences  # was: two queued requests, and every later generate() refused
+    assert len(gen.generate([[1, 2]], SamplingParams(max_new_tokens=4))[0].token_ids) == 4
+
+
+def test_wrong_references_or_a_failing_callback_leave_the_engine_idle():
+    gen = _engine()
+    with pytest.raises(RequestError, match="references"):
+        gen.generate([[1, 2], [3]], SamplingParams(max_new_tokens=4), references=[[5, 6]])
+    assert not gen.has_work()
+
+    def fail(update):
+        raise ValueError("callback")
+
+    with pytest.raises(ValueError, match="callback"):
+        gen.generate([[1, 2], [3]], SamplingParams(max_new_tokens=6), on_update=fail)
+    assert not gen.has_work() and not gen.sequences
+    assert len(gen.generate([[1, 2]], SamplingParams(max_new_tokens=4))[0].token_ids) == 4
+
+
+def test_stop_strings_without_a_tokenizer_are_refused_at_add_request():
+    """They failed the whole batch's step (AttributeError on decode) when the first token was committed."""
+    gen = _engine()
+    assert gen.tokenizer is None
+    with pytest.raises(RequestError, match="stop strings need a tokenizer"):
+        gen.add_request([1, 2], SamplingParams(max_new_tokens=4, stop=["x"]))
+    assert not gen.has_work()
