@@ -45,3 +45,11 @@ def test_stop_strings_without_a_tokenizer_are_refused_at_add_request():
     with pytest.raises(RequestError, match="stop strings need a tokenizer"):
         gen.add_request([1, 2], SamplingParams(max_new_tokens=4, stop=["x"]))
     assert not gen.has_work()
+
+
+def test_ignore_eos_keeps_explicit_stop_token_ids():
+    gen = _engine()
+    free = gen.generate([[1, 2]], SamplingParams(max_new_tokens=8, ignore_eos=True))[0].token_ids
+    stop = free[3]
+    got = gen.generate([[1, 2]], SamplingParams(max_new_tokens=8, ignore_eos=True, stop_token_ids=[stop]))[0]
+    assert got.token_ids == free[:free.index(stop) + 1]  # was: the explicit id was dropped with the end tokens

@@ -221,9 +221,12 @@ class Generator:
                                "(use stop_token_ids)")
         if params.top_k >= vocab:  # keeps every token, i.e. off (and a huge one would not fit the int64 tensor)
             params = replace(params, top_k=0)
-        stop_ids = params.stop_token_ids if params.stop_token_ids is not None else self.target.stop_token_ids()
+        # ignore_eos drops the model's own end tokens; ids the caller names still stop (as in vLLM)
+        stop_ids = params.stop_token_ids
+        if stop_ids is None:
+            stop_ids = () if params.ignore_eos else self.target.stop_token_ids()
         seq = Sequence(id=next(self._ids), prompt_ids=list(prompt_ids), params=params,
-                       stop_ids=frozenset(() if params.ignore_eos else stop_ids),
+                       stop_ids=frozenset(stop_ids),
                        limit=min(params.max_new_tokens, self.max_length - len(prompt_ids)),
                        tokenizer=self.tokenizer)
         seq.reference, seq.stream_text = reference, stream_text

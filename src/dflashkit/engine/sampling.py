@@ -28,7 +28,7 @@ class SamplingParams:
     seed: int | None = None
     stop: list[str] | None = None
     stop_token_ids: list[int] | None = None  # None: the model's end-of-turn tokens
-    ignore_eos: bool = False
+    ignore_eos: bool = False  # the model's end tokens do not stop; explicit stop_token_ids still do
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
