@@ -82,3 +82,12 @@ def test_prompt_and_answer_beyond_the_model_context_is_refused():
     _check_context(args, 1544)
     with pytest.raises(ConfigError, match="context of 256 tokens: lower them to a sum of at most 248"):
         _check_context(args, 256)
+
+
+def test_unreadable_settings_of_an_earlier_run(capsys, tmp_path, prompts):
+    """A torn datagen.json in --out was a JSONDecodeError traceback."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "datagen.json").write_text("{")
+    code, err = datagen(capsys, out, "--prompts", str(prompts), "--heldout", "0")
+    assert code == 2 and "datagen.json is unreadable" in err and "Traceback" not in err

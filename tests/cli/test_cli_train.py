@@ -50,6 +50,7 @@ def test_config_json_that_is_not_an_object(capsys, tmp_path, data):
     (("--export-dtype", "fp8"), "export_dtype: unknown dtype 'fp8'"),  # failed after the last step
     (("--device", "foo"), "unknown device 'foo'"),
     (("--target-layer-ids", "1,x"), "expected comma-separated layer numbers"),
+    (("--eval-prompts", "/nonexistent.jsonl"), "--eval-prompts /nonexistent.jsonl: file not found"),  # after load
 ])
 def test_bad_flags_fail_before_loading(capsys, data, tmp_path, flags, message):
     code, err = train(capsys, "--data", str(data), "--out", str(tmp_path / "run"), *flags)

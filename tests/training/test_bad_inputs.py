@@ -35,3 +35,55 @@ def test_throughput_of_a_run_shorter_than_the_rounding():
     zero = dict.fromkeys(timing, 0)
     stats = {"response_tokens": 4, "elapsed_s": 0.0}
     assert _throughput(timing, zero, stats, elapsed=0.04)["answer_tok_per_s"] == 100
+
+
+class _VocabTokenizer:
+    def __init__(self, vocab: dict[str, int]):
+        self.vocab = vocab
+
+    def get_vocab(self) -> dict[str, int]:
+        return self.vocab
+
+
+def test_shards_of_another_tokenizer_are_refused(tmp_path):
+    """Shards from another model's tokenizer trained a drafter on ids that mean other words: silent garbage."""
+    import json
+    from types import SimpleNamespace
+
+    from dflashkit.training.dataset import check_same_tokenizer
+    from dflashkit.training.shards import tokenizer_fingerprint
+
+    theirs, mine = _VocabTokenizer({"a": 0, "b": 1}), _VocabTokenizer({"a": 0, "c": 1})
+    (tmp_path / "datagen.json").write_text(json.dumps({"model": "other", "tokenizer": tokenizer_fingerprint(theirs)}))
+    data = SimpleNamespace(max_token=1)
+    check_same_tokenizer([tmp_path], data, theirs, vocab_size=2)
+    check_same_tokenizer([tmp_path / "shard-00000.safetensors"], data, theirs, vocab_size=2)
+    with pytest.raises(ConfigError, match="datagen --model other whose tokenizer differs"):
+        check_same_tokenizer([tmp_path], data, mine, vocab_size=2)
+    with pytest.raises(ConfigError, match="token id 5, beyond the target's vocabulary of 2"):
+        check_same_tokenizer([tmp_path], SimpleNamespace(max_token=5), theirs, vocab_size=2)
+
+
+def test_init_draft_of_another_shape_is_one_line(tmp_path):
+    """A drafter of other layers was a page of load_state_dict size mismatches (RuntimeError, exit 1)."""
+    import copy
+
+    from trainkit import ByteTokenizer, tiny_llama
+
+    from dflashkit import Generator, SamplingParams, TargetModel
+    from dflashkit.engine.generator import chat_prompt
+    from dflashkit.training.datagen import run_datagen
+    from dflashkit.training.train_config import TrainConfig
+    from dflashkit.training.trainer import train
+
+    model, tok = tiny_llama(), ByteTokenizer()
+    gen = Generator(TargetModel(copy.deepcopy(model), tok), None, tok, max_batch=4, max_length=64)
+    (tmp_path / "data").mkdir()
+    run_datagen(gen, [[f"question {i}?"] for i in range(4)], tmp_path / "data", lambda m: chat_prompt(tok, m),
+                SamplingParams(max_new_tokens=8), shard_size=4, progress=False)
+    base = dict(data=[str(tmp_path / "data")], block_size=4, anchors=4, batch_size=2, max_steps=1, warmup_steps=0,
+                tensorboard=False, eval_num=0)
+    train(TrainConfig(out=str(tmp_path / "a"), num_layers=1, **base), target=(model, tok))
+    with pytest.raises(ConfigError, match="--init-draft .* has another shape"):
+        train(TrainConfig(out=str(tmp_path / "b"), num_layers=2, init_draft=str(tmp_path / "a" / "draft"), **base),
+              target=(model, tok))

@@ -48,6 +48,7 @@ def run(args) -> int:
     from ..models.loading import load_target, resolve_dtype
     from ..training.datagen import run_datagen
     from ..training.prompts import load_conversations
+    from ..training.shards import tokenizer_fingerprint
 
     _check(args)
     out = output_dir(args.out, "--out")
@@ -75,6 +76,10 @@ def run(args) -> int:
                     max_length=args.max_prompt_tokens + args.max_new_tokens + 8, speculative=False,
                     compile=args.compile)
     _check_context(args, gen.max_length)
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    if fingerprint:  # train checks its target's tokenizer against this; a resume must not mix two tokenizers
+        _check_same_settings(out / "datagen.json", {"tokenizer": fingerprint}, ConfigError, missing_ok=True)
+        settings["tokenizer"] = fingerprint
     # written once the model loaded: a mistyped --model must not claim the directory for its settings
     (out / "heldout.jsonl").write_text("".join(json.dumps({"turns": c}) + "\n" for c in heldout))
     (out / "datagen.json").write_text(json.dumps(settings, indent=1) + "\n")
@@ -130,12 +135,19 @@ def benchmark_prompts() -> list[str]:
     return texts
 
 
-def _check_same_settings(path: Path, settings: dict, error) -> None:
-    """Resuming with other generation settings would mix two datasets: refuse, naming the differences."""
+def _check_same_settings(path: Path, settings: dict, error, missing_ok: bool = False) -> None:
+    """Resuming with other generation settings would mix two datasets: refuse, naming the differences.
+    `missing_ok`: a key the old file lacks (written by an older version) is no difference."""
     if not path.is_file():
         return
-    old = json.loads(path.read_text())
-    diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise error(f"{path} is unreadable ({exc}): fix or delete it, or use a new --out directory") from exc
+    if not isinstance(old, dict):
+        raise error(f"{path} is not a datagen settings object: fix or delete it, or use a new --out directory")
+    diff = {k: (old.get(k), v) for k, v in settings.items()
+            if old.get(k) != v and not (missing_ok and k not in old)}
     if diff:
         raise error(f"{path.parent} holds data generated with other settings {diff} (old, new); "
                     "use a new --out directory or the same flags to resume")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import MISSING, fields
+from pathlib import Path
 
 HELP = {
     "data": "datagen output directories or shard files",
@@ -71,12 +72,16 @@ RUN_FIELDS = ("target", "data", "num_layers", "block_size", "target_layer_ids", 
 
 
 def run(args) -> int:
+    from ..errors import ConfigError
     from ..training.dataset import check_sources
     from ..training.trainer import train
     from .checks import output_dir
 
     cfg = config_from_args(args).validate()
-    check_sources(cfg.data)  # these two before the target loads, not after
+    check_sources(cfg.data)  # these before the target loads, not after
+    if cfg.eval_prompts and not Path(cfg.eval_prompts).expanduser().is_file():
+        raise ConfigError(f"--eval-prompts {cfg.eval_prompts}: file not found (a JSONL of prompts, e.g. "
+                          "<datagen --out>/heldout.jsonl)")
     output_dir(cfg.out, "--out")
     check_resume(cfg)
     summary = train(cfg)

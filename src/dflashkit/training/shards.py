@@ -7,6 +7,7 @@ shards and redoes the rest (a time-boxed run writes what it finished as an incom
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -73,3 +74,13 @@ def read_shard(path: Path) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 def list_shards(directory: str | Path) -> list[Path]:
     return sorted(Path(directory).glob("shard-*.safetensors"))
+
+
+def tokenizer_fingerprint(tokenizer) -> str | None:
+    """A short hash of the vocabulary (token -> id): datagen records it, train checks its target has the same.
+    None for a tokenizer without `get_vocab` (nothing to compare)."""
+    get_vocab = getattr(tokenizer, "get_vocab", None)
+    if get_vocab is None:
+        return None
+    vocab = sorted((str(k), int(v)) for k, v in get_vocab().items())
+    return hashlib.sha256(json.dumps(vocab).encode()).hexdigest()[:16]

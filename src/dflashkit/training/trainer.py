@@ -19,12 +19,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..models.draft_vocab import always_kept, auto_size, count_tokens, kept_ids
 from ..models.loading import load_target, resolve_dtype
 from ..models.target import TargetBase
 from . import distributed
 from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, restore_optimizer, save_checkpoint
-from .dataset import BatchPlan, SequenceData, collate
+from .dataset import BatchPlan, SequenceData, check_same_tokenizer, collate
 from .draft_init import draft_config, new_draft
 from .features import TargetFeatures
 from .forward import layer_masks
@@ -76,11 +77,17 @@ class _Run:
                 from ..models.drafter import DFlashDraft
 
                 start = DFlashDraft.from_pretrained(cfg.init_draft, dtype=torch.float32)
-                self.draft.load_state_dict(start.state_dict())
+                try:
+                    self.draft.load_state_dict(start.state_dict())
+                except RuntimeError as exc:  # another shape: a page of size mismatches
+                    raise ConfigError(f"--init-draft {cfg.init_draft} has another shape than the drafter to "
+                                      f"train ({_first_mismatch(exc)}): give the same --num-layers, --block-size "
+                                      "and --target-layer-ids, and a drafter of this --target") from exc
             self.state = {"step": 0, "total_steps": None, "elapsed_s": 0.0}
         self.draft = self.draft.to(self.dev).train()
         self.features = TargetFeatures(hf_model, self.draft.target_layer_ids)
         self.data = SequenceData(cfg.data, cfg.max_len)
+        check_same_tokenizer(cfg.data, self.data, self.tokenizer, self.features.embed_weight.shape[0])
         self.token_counts: torch.Tensor | None = None  # of the answers' tokens: the pruned vocabularies rank by them
         kept = self._loss_ids()
         self.kept = kept.to(self.dev) if kept is not None else None
@@ -305,6 +312,11 @@ def _drop_earlier_run(out: Path) -> None:
         print(f"train: starting over (--no-resume): removing the earlier run's checkpoints in {out / 'checkpoints'}",
               file=sys.stderr)
         shutil.rmtree(out / "checkpoints")
+
+
+def _first_mismatch(exc: RuntimeError) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[1] if len(lines) > 1 else lines[0] if lines else "state dicts differ").rstrip(".")
 
 
 def _default_heldout(data: list[str]) -> Path | None:
