@@ -93,3 +93,14 @@ def test_answers_cut_by_the_context_are_reported():
     run_suite(ShortContext(), samples, [1], 8, warmup=0, progress=False, log=lines.append)
     assert lines == ["warning: 1 of 3 answers (ar, c=1) ended at the context before --max-new-tokens 8: "
                      "lower it or raise --max-length"]
+
+
+def test_max_length_beyond_the_model_is_refused():
+    """The engine clamped it to the model's 512 positions while the report recorded 100000."""
+    from types import SimpleNamespace
+
+    gen = FakeGenerator()
+    gen.target = SimpleNamespace(max_positions=512)
+    with pytest.raises(BenchError, match="--max-length 100000 exceeds the model's context of 512"):
+        LocalBackend(generator=gen, max_length=100000).setup([1])
+    LocalBackend(generator=gen, max_length=512).setup([1])

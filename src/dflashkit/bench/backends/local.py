@@ -37,6 +37,11 @@ class LocalBackend(Backend):
         if self.gen is None:
             self.gen = _load(self.model, self.draft, self.device, self.dtype, self.block_size, max(concurrencies),
                              self.max_length, self.compile, self.draft_vocab)
+        positions = getattr(getattr(self.gen, "target", None), "max_positions", None)
+        if self.max_length is not None and positions is not None and self.max_length > positions:
+            # the engine clamps it to the model's positions, and the report would record the asked length
+            raise BenchError(f"--max-length {self.max_length} exceeds the model's context of {positions} tokens "
+                             f"(max_position_embeddings); use at most {positions}")
         if "dflash" in self.modes and getattr(self.gen, "draft", True) is None:
             raise BenchError("the local backend has no drafter for DFlash mode: pass --draft, or --mode ar")
 
