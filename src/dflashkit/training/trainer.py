@@ -284,7 +284,6 @@ def _reserve(cfg: TrainConfig) -> float:
 
 def _flex_attention(choice: str, device: torch.device) -> bool:
     """FlexAttention (block-sparse) on GPUs; the dense SDPA mask elsewhere (Flex has no CPU backward)."""
-    from ..errors import ConfigError
     from .flex_mask import flex_available
 
     if choice == "sdpa":
