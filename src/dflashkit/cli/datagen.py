@@ -1,4 +1,5 @@
-"""`dflashkit datagen`: the target answers training prompts (batched AR on our engine) into resumable shards."""
+"""`dflashkit datagen`: the target answers training prompts (batched AR on our engine) into resumable shards;
+or, with --answers corpus, the corpus's own answers become shards (no model runs)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,10 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="prompt shuffle (and sampling) seed")
     p.add_argument("--sample-seed", type=int, default=None,
                    help="sampling seed alone (default: --seed): more answers to the same prompts, same held-out split")
+    p.add_argument("--answers", choices=("target", "corpus"), default="target",
+                   help="'target' (default): the target answers every prompt; 'corpus': keep the answers the "
+                        "prompt file holds (ShareGPT 'gpt' turns, 'assistant' messages): no generation, CPU "
+                        "seconds; `train` then learns the target's own greedy tokens on them (--labels target)")
     p.add_argument("--time-budget-s", type=float, default=None, help="stop after this long, keeping finished work")
     p.add_argument("--keep-benchmarks", action="store_true",
                    help="do not drop prompts that overlap HumanEval / MT-Bench (default: drop them)")
@@ -47,15 +52,18 @@ def run(args) -> int:
     from ..models.factory import make_target
     from ..models.loading import load_target, resolve_dtype
     from ..training.datagen import run_datagen
-    from ..training.prompts import load_conversations
+    from ..training.prompts import load_dialogues
     from ..training.shards import tokenizer_fingerprint
 
     _check(args)
     out = output_dir(args.out, "--out")
+    _check_same_answers(out, args.answers)
     settings = {"model": args.model, "prompts": args.prompts, "turns": args.turns,
                 "max_new_tokens": args.max_new_tokens,
                 "max_prompt_tokens": args.max_prompt_tokens, "temperature": args.temperature, "top_p": args.top_p,
                 "seed": args.seed, "shard_size": args.shard_size, "heldout": args.heldout}
+    if args.answers == "corpus":
+        settings["answers"] = "corpus"
     if args.sample_seed is not None:
         if args.temperature <= 0:
             raise ConfigError("--sample-seed needs --temperature > 0 (greedy answers are the same for every seed)")
@@ -63,11 +71,14 @@ def run(args) -> int:
     _check_same_settings(out / "datagen.json", settings, ConfigError)
     exclude = [] if args.keep_benchmarks else benchmark_prompts()
     limit = None if args.max_prompts is None else args.max_prompts + args.heldout
-    convs = load_conversations(args.prompts, max_turns=args.turns, limit=limit, seed=args.seed, exclude=exclude)
-    heldout, convs = convs[:args.heldout], convs[args.heldout:]
-    if not convs:
+    dialogues = load_dialogues(args.prompts, max_turns=args.turns, limit=limit, seed=args.seed, exclude=exclude)
+    heldout, dialogues = dialogues[:args.heldout], dialogues[args.heldout:]
+    if not dialogues:
         raise ConfigError(f"all {len(heldout)} usable conversations of {args.prompts} went to --heldout "
                           f"{args.heldout}: lower --heldout or give more prompts")
+    if args.answers == "corpus":
+        return _corpus(args, out, settings, dialogues, heldout, len(exclude))
+    convs = [[question for question, _ in d] for d in dialogues]
 
     device = args.device or default_device()
     hf_model, tokenizer = load_target(args.model, resolve_dtype(args.dtype, device), device)
@@ -81,8 +92,7 @@ def run(args) -> int:
         _check_same_settings(out / "datagen.json", {"tokenizer": fingerprint}, ConfigError, missing_ok=True)
         settings["tokenizer"] = fingerprint
     # written once the model loaded: a mistyped --model must not claim the directory for its settings
-    (out / "heldout.jsonl").write_text("".join(json.dumps({"turns": c}) + "\n" for c in heldout))
-    (out / "datagen.json").write_text(json.dumps(settings, indent=1) + "\n")
+    _write_settings(out, settings, heldout)
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                             seed=(args.seed if args.sample_seed is None else args.sample_seed)
                             if args.temperature > 0 else None)
@@ -98,6 +108,52 @@ def run(args) -> int:
     return 0
 
 
+def _corpus(args, out: Path, settings: dict, dialogues: list, heldout: list, excluded: int) -> int:
+    """--answers corpus: the tokenizer and chat template of the target, no weights on any device."""
+    from transformers import AutoTokenizer
+
+    from ..engine.generator import chat_prompt
+    from ..models.loading import resolve_target
+    from ..training.corpus import end_token_ids, run_corpus
+    from ..training.shards import tokenizer_fingerprint
+
+    directory = resolve_target(args.model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"could not load the tokenizer of {directory} ({type(exc).__name__})") from exc
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    if fingerprint:
+        _check_same_settings(out / "datagen.json", {"tokenizer": fingerprint}, ConfigError, missing_ok=True)
+        settings["tokenizer"] = fingerprint
+    _write_settings(out, settings, heldout)
+    print(f"datagen: {len(dialogues)} conversations' own answers ({excluded} benchmark prompts excluded, "
+          f"{len(heldout)} held out) -> {out}", file=sys.stderr)
+    stats = run_corpus(dialogues, out, tokenizer, lambda m: chat_prompt(tokenizer, m),
+                       end_token_ids(directory, tokenizer), args.max_prompt_tokens, args.max_new_tokens,
+                       shard_size=args.shard_size, progress=not args.no_progress, meta=settings)
+    print(json.dumps({"datagen": stats}), flush=True)
+    if not stats["rows"] and not list(out.glob("shard-*.safetensors")):
+        raise ConfigError(f"{args.prompts} holds no answered turns to keep (--answers corpus needs assistant "
+                          "messages after the user turns, e.g. ShareGPT 'gpt' turns)")
+    return 0
+
+
+def _write_settings(out: Path, settings: dict, heldout: list) -> None:
+    """Held-out prompts (user turns only) and the settings a resume must match."""
+    turns = [[question for question, _ in d] for d in heldout]
+    (out / "heldout.jsonl").write_text("".join(json.dumps({"turns": t}) + "\n" for t in turns))
+    (out / "datagen.json").write_text(json.dumps(settings, indent=1) + "\n")
+
+
+def _check_same_answers(out: Path, answers: str) -> None:
+    from ..training.dataset import answers_of
+
+    if (out / "datagen.json").is_file() and answers_of(out) != answers:
+        raise ConfigError(f"{out} holds answers by the {answers_of(out)}, not the {answers}: use a new --out "
+                          f"directory, or --answers {answers_of(out)} to resume")
+
+
 def _check(args) -> None:
     """Sizes that would divide by zero, hang (batch 0), or silently select other prompts (negative slices)."""
     for flag, value, minimum in (("--turns", args.turns, 1), ("--max-prompts", args.max_prompts, 1),
@@ -105,6 +161,8 @@ def _check(args) -> None:
                                  ("--shard-size", args.shard_size, 1), ("--max-new-tokens", args.max_new_tokens, 1),
                                  ("--max-prompt-tokens", args.max_prompt_tokens, 1)):
         at_least(value, minimum, flag)
+    if args.answers == "corpus" and (args.temperature > 0 or args.top_p != 1.0 or args.sample_seed is not None):
+        raise ConfigError("--answers corpus generates nothing: --temperature, --top-p and --sample-seed do not apply")
     if args.time_budget_s is not None and not args.time_budget_s > 0:
         raise ConfigError(f"--time-budget-s must be > 0 seconds (got {args.time_budget_s})")
 

@@ -27,6 +27,9 @@ HELP = {
                   "pruned draft vocabulary); 0: all tokens, -1: auto (fewest covering 99%%, as the engine)",
     "distill": "weight of the soft target loss: cross-entropy against the target's own next-token distribution "
                "at each label position (0 = hard labels only)",
+    "labels": "'data': learn each row's next tokens; 'target': learn the target's own greedy tokens, only while "
+              "the row follows them (for answers the target did not write: datagen --answers corpus); 'auto': "
+              "target iff some --data holds corpus answers",
     "batch_size": "sequences per micro-batch per GPU",
     "grad_accum": "micro-batches per optimizer step",
     "epochs": "stop after this many passes over the data",
@@ -67,7 +70,7 @@ def register(sub) -> None:
 # settings a resumed run takes from its checkpoint (drafter shape, data, objective, schedule): new values for
 # these would be ignored, so resuming with them is refused
 RUN_FIELDS = ("target", "data", "num_layers", "block_size", "target_layer_ids", "init", "init_draft", "anchors",
-              "gamma", "max_len", "loss_vocab", "distill", "batch_size", "grad_accum", "lr", "min_lr_ratio",
+              "gamma", "max_len", "loss_vocab", "distill", "labels", "batch_size", "grad_accum", "lr", "min_lr_ratio",
               "warmup_steps", "weight_decay", "grad_clip", "max_steps", "epochs", "seed")
 
 

@@ -9,7 +9,7 @@ block (bidirectional, or causal/windowed for sliding layers), never another bloc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -77,6 +77,29 @@ def make_blocks(tokens: torch.Tensor, loss_mask: torch.Tensor, lengths: torch.Te
     inputs[:, :, 0] = tokens.gather(1, anchors)
     labels = torch.where(label_mask, labels, torch.zeros_like(labels))
     return Blocks(anchors, valid, inputs.flatten(1), pos.flatten(1), labels.flatten(1), label_mask.flatten(1))
+
+
+def greedy_labels(blocks: Blocks, tokens: torch.Tensor, greedy: torch.Tensor) -> Blocks:
+    """Labels from the target itself: offset k learns greedy[a+k-1], the target's own choice after position
+    a+k-1, and stays in the loss only while the row's tokens a+1..a+k-1 are the target's greedy chain.
+
+    That is what verification accepts: draft k counts only after drafts 1..k-1 matched the chain. On the
+    target's own greedy answers nothing changes (each token is the previous position's greedy choice); on
+    anyone else's text (a corpus's answers) every label is still the target's, and a block where the text
+    leaves the chain keeps the offsets before that point. tokens/greedy [B, L]: row tokens, the target's
+    argmax at each position.
+    """
+    b, length = tokens.shape
+    t = blocks.block_size
+    pos = blocks.positions.view(b, -1, t)  # [B, A, T] = a + k
+    labels = greedy.gather(1, (pos - 1).clamp(0, length - 1).flatten(1)).view(b, -1, t)
+    real = tokens.gather(1, pos.clamp(max=length - 1).flatten(1)).view(b, -1, t)
+    follows = (real == labels).long()  # offset j: the row's token a+j is the chain's
+    chain = torch.ones_like(follows)
+    chain[:, :, 2:] = follows[:, :, 1:-1].cumprod(-1)  # offset k needs offsets 1..k-1 on the chain
+    mask = blocks.label_mask & chain.flatten(1).bool()
+    labels = torch.where(mask, labels.flatten(1), torch.zeros_like(blocks.labels))
+    return replace(blocks, labels=labels, label_mask=mask)
 
 
 def block_attention_mask(anchors: torch.Tensor, context_len: int, block_size: int, causal: bool = False,

@@ -29,11 +29,14 @@ class SequenceData:
         if not files:
             raise ConfigError(f"no data shards in {[str(s) for s in sources]}: run `dflashkit datagen` first")
         self.items: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.from_corpus: list[bool] = []  # per item: answers a corpus wrote, not the target (datagen --answers)
         for f in files:
+            corpus = answers_of(f.parent) == "corpus"
             for tok, mask in read_shard(f):
                 tok, mask = tok[:max_len], mask[:max_len]
                 if int((mask[:-1] & mask[1:]).sum()) >= 1:  # at least one anchor with a label
                     self.items.append((tok, mask))
+                    self.from_corpus.append(corpus)
         if not self.items:
             raise ConfigError(f"the shards in {[str(s) for s in sources]} hold no sequence with a response")
         self.lengths = torch.tensor([len(t) for t, _ in self.items])
@@ -48,6 +51,20 @@ class SequenceData:
     @property
     def response_tokens(self) -> int:
         return int(sum(int(m.sum()) for _, m in self.items))
+
+    @property
+    def has_corpus_answers(self) -> bool:
+        return any(self.from_corpus)
+
+
+def answers_of(directory: Path) -> str:
+    """Who wrote a datagen directory's answers: 'target' (regenerated; also for shards without datagen.json)
+    or 'corpus' (`datagen --answers corpus`)."""
+    try:
+        made = json.loads((directory / "datagen.json").read_text())
+    except (OSError, ValueError):
+        return "target"
+    return made.get("answers", "target") if isinstance(made, dict) else "target"
 
 
 def check_sources(sources: list[str | Path]) -> None:

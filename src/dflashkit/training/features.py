@@ -54,6 +54,27 @@ class TargetFeatures:
                                f"{tuple(out.logits.shape)}: cannot take its logits at chosen positions")
         return self._cat(out), out.logits
 
+    @torch.no_grad()
+    def with_greedy(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and, from the same forward, the target's greedy token after every position -> [B, L] long.
+
+        The head's input is caught and its argmax taken in chunks of positions ([B, L, vocab] logits would not
+        fit); what the model does to logits after its head (a softcap, a positive scale) keeps the argmax.
+        """
+        head = self.model.get_output_embeddings()
+        catch = _HeadInput()
+        self.model.set_output_embeddings(catch)
+        try:
+            with planned_attention_off():
+                out = self.model(input_ids=tokens, output_hidden_states=True, use_cache=False, logits_to_keep=0)
+        finally:
+            self.model.set_output_embeddings(head)
+        hidden = catch.hidden.flatten(0, -2)  # [B*L, H]
+        bias = getattr(head, "bias", None)
+        chunk = max(1, (1 << 27) // head.weight.shape[0])  # positions per [chunk, vocab] logits block (~256 MB bf16)
+        greedy = torch.cat([F.linear(h, head.weight, bias).argmax(-1) for h in hidden.split(chunk)])
+        return self._cat(out), greedy.view(tokens.shape)
+
     def _cat(self, out) -> torch.Tensor:
         return torch.cat([out.hidden_states[i + 1] for i in self.layer_ids], dim=-1)
 
@@ -71,3 +92,13 @@ class _HeadAt(nn.Module):
             return self.head(hidden)
         bias = getattr(self.head, "bias", None)
         return F.linear(hidden, self.head.weight[self.kept], None if bias is None else bias[self.kept])
+
+
+class _HeadInput(nn.Module):
+    """Stands in for the LM head during one forward: keeps the head's input, returns a one-column stand-in."""
+
+    hidden: torch.Tensor
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        self.hidden = hidden
+        return hidden[..., :1]

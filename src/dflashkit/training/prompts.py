@@ -1,7 +1,9 @@
-"""Training prompts: user turns from ShareGPT JSON, JSONL or a `datasets` id; answers are never kept.
+"""Training prompts: user turns from ShareGPT JSON, JSONL or a `datasets` id, and the corpus's own answers.
 
-The target regenerates every answer (datagen), so only the user side of a conversation matters here.
-A conversation is a list of user turns; turn k is asked after the target's own answers to turns < k.
+The target regenerates every answer (datagen), so usually only the user side of a conversation matters: a
+conversation is a list of user turns, and turn k is asked after the target's own answers to turns < k.
+`datagen --answers corpus` keeps the corpus's answers instead (`load_dialogues`); both loaders filter and
+shuffle alike, so the same --seed holds out the same conversations.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from ..json_lines import json_lines
 
 SHAREGPT = "sharegpt"
 _USER_ROLES = {"human", "user"}
+_ASSISTANT_ROLES = {"gpt", "assistant", "chatgpt", "model"}
 
 
 def iter_json_array(text: str) -> Iterator[dict]:
@@ -37,23 +40,32 @@ def iter_json_array(text: str) -> Iterator[dict]:
 
 def user_turns(record: dict) -> list[str]:
     """User messages of one record in any of the usual shapes (prompt / turns / messages / conversations)."""
+    return [question for question, _ in dialogue(record)]
+
+
+def dialogue(record: dict) -> list[tuple[str, str | None]]:
+    """(user message, the assistant message right after it or None) pairs of one record, in order."""
     if not isinstance(record, dict):  # a JSON array of strings or numbers: nothing to read
         return []
     if isinstance(record.get("prompt"), str):
-        return [record["prompt"]]
+        return [(record["prompt"], None)]
     if isinstance(record.get("turns"), list):
-        return [t for t in record["turns"] if isinstance(t, str)]
+        return [(t, None) for t in record["turns"] if isinstance(t, str)]
     for key in ("conversations", "messages", "conversation"):
         turns = record.get(key)
         if isinstance(turns, list):
-            out = []
+            out: list[tuple[str, str | None]] = []
             for m in turns:
                 if not isinstance(m, dict):
                     continue
                 role = m.get("from", m.get("role"))
                 text = m.get("value", m.get("content"))
-                if role in _USER_ROLES and isinstance(text, str):
-                    out.append(text)
+                if not isinstance(text, str):
+                    continue
+                if role in _USER_ROLES:
+                    out.append((text, None))
+                elif role in _ASSISTANT_ROLES and out and out[-1][1] is None:
+                    out[-1] = (out[-1][0], text)
             return out
     return []
 
@@ -104,17 +116,26 @@ def load_conversations(source: str, max_turns: int = 1, limit: int | None = None
     `exclude`: benchmark prompts; a conversation whose first turn contains the start of one is dropped.
     `seed` None keeps the file order.
     """
+    dialogues = load_dialogues(source, max_turns, limit, seed, exclude, min_chars, max_chars)
+    return [[question for question, _ in d] for d in dialogues]
+
+
+def load_dialogues(source: str, max_turns: int = 1, limit: int | None = None, seed: int | None = 0,
+                   exclude: Iterable[str] = (), min_chars: int = 8,
+                   max_chars: int = 6000) -> list[list[tuple[str, str | None]]]:
+    """`load_conversations` with each user turn's answer from the corpus (None where it has none)."""
     keys = [normalise(e)[:80] for e in exclude if normalise(e)]
     seen, out = set(), []
     for record in _records(source):
         turns = []
-        for turn in (t.strip() for t in user_turns(record)):  # the leading usable turns: whether a conversation
-            if len(turns) == max_turns or not min_chars <= len(turn) <= max_chars:  # is kept must not depend on
-                break  # max_turns, so datagen runs with other --turns share one held-out split
-            turns.append(turn)
+        for question, answer in dialogue(record):  # the leading usable turns: whether a conversation is kept
+            question = question.strip()  # must not depend on max_turns, so datagen runs with other --turns
+            if len(turns) == max_turns or not min_chars <= len(question) <= max_chars:  # share one held-out split
+                break
+            turns.append((question, answer))
         if not turns:
             continue
-        first = normalise(turns[0])
+        first = normalise(turns[0][0])
         if first in seen or any(k in first for k in keys):
             continue
         seen.add(first)

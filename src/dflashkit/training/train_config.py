@@ -26,6 +26,8 @@ class TrainConfig:
     max_len: int = 2048  # tokens per sequence (prompt + response), truncated beyond
     loss_vocab: int = 0  # loss over the N most frequent answer tokens (+ specials); 0: all, -1: auto (99% coverage)
     distill: float = 0.0  # weight of CE against the target's own distribution at each label (0: hard labels only)
+    labels: str = "auto"  # 'data': the row's next tokens; 'target': the target's greedy choices; auto: target iff
+    # some --data holds corpus answers (datagen --answers corpus)
     # optimisation
     batch_size: int = 16  # sequences per micro-batch per rank
     grad_accum: int = 1
@@ -67,6 +69,11 @@ class TrainConfig:
             raise ConfigError(f"distill must be between 0 and 1 (the soft target loss's weight), got {self.distill}")
         if self.attention not in ("auto", "flex", "sdpa"):
             raise ConfigError(f"attention must be 'auto', 'flex' or 'sdpa', got {self.attention!r}")
+        if self.labels not in ("auto", "data", "target"):
+            raise ConfigError(f"labels must be 'auto', 'data' or 'target', got {self.labels!r}")
+        if self.labels == "target" and self.distill:
+            raise ConfigError("distill > 0 with labels 'target' is not supported: the soft targets sit at the "
+                              "labels, which the target's own forward decides; use one or the other")
         if self.init not in ("target", "random"):
             raise ConfigError(f"init must be 'target' or 'random', got {self.init!r}")
         self._check_ranges()

@@ -24,6 +24,7 @@ from ..models.draft_vocab import always_kept, auto_size, count_tokens, kept_ids
 from ..models.loading import load_target, resolve_dtype
 from ..models.target import TargetBase
 from . import distributed
+from .blocks import greedy_labels
 from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, restore_optimizer, save_checkpoint
 from .dataset import BatchPlan, SequenceData, check_same_tokenizer, collate
 from .draft_init import draft_config, new_draft
@@ -88,6 +89,10 @@ class _Run:
         self.features = TargetFeatures(hf_model, self.draft.target_layer_ids)
         self.data = SequenceData(cfg.data, cfg.max_len)
         check_same_tokenizer(cfg.data, self.data, self.tokenizer, self.features.embed_weight.shape[0])
+        self.target_labels = cfg.labels == "target" or (cfg.labels == "auto" and self.data.has_corpus_answers)
+        if self.target_labels and cfg.distill:
+            raise ConfigError(f"--distill with {cfg.data} needs labels from the data, but some of it holds corpus "
+                              "answers (learned through the target's own labels): drop --distill or that data")
         self.token_counts: torch.Tensor | None = None  # of the answers' tokens: the pruned vocabularies rank by them
         kept = self._loss_ids()
         self.kept = kept.to(self.dev) if kept is not None else None
@@ -115,6 +120,7 @@ class _Run:
                            sequences=len(self.data), response_tokens=self.data.response_tokens,
                            draft_params=sum(p.numel() for p in self.draft.parameters()), world=env.world,
                            device=str(self.dev), batches_per_epoch=self.plan.per_rank,
+                           labels="target" if self.target_labels else "data",
                            loss_vocab=int(kept.numel()) if kept is not None else self.features.head_weight.shape[0])
         self.probe = self._tau_probe() if env.main else None
 
@@ -165,7 +171,7 @@ class _Run:
             tokens, _, blocks = collate(self.data, idx, cfg.anchors, self.draft.block_size,
                                         self.draft.mask_token_id, seed)
             tokens, blocks = tokens.to(self.dev, non_blocking=True), blocks.to(self.dev)
-            feats, soft = self._target(tokens, blocks)
+            feats, blocks, soft = self._target(tokens, blocks)
             masks = layer_masks(self.draft, blocks.anchors, tokens.shape[1], self.flex)
             sync = m == cfg.grad_accum - 1 or not self.env.enabled
             with (contextlib.nullcontext() if sync else self.model.no_sync()), self._autocast():
@@ -182,12 +188,16 @@ class _Run:
         out["grad_norm"] = grad_norm.detach().float()
         return out
 
-    def _target(self, tokens: torch.Tensor, blocks) -> tuple[torch.Tensor, tuple]:
-        """Features, plus the target's logits at the labels when distilling (else nothing extra is computed)."""
+    def _target(self, tokens: torch.Tensor, blocks) -> tuple[torch.Tensor, object, tuple]:
+        """Features and the blocks to learn: relabelled with the target's greedy tokens (labels 'target'), or
+        as they are plus the target's logits at the labels when distilling (else nothing extra is computed)."""
+        if self.target_labels:
+            feats, greedy = self.features.with_greedy(tokens)
+            return feats, greedy_labels(blocks, tokens, greedy), ()
         if not self.cfg.distill:
-            return self.features(tokens), ()
+            return self.features(tokens), blocks, ()
         feats, logits = self.features.with_logits(tokens, *self.objective.label_sources(blocks), self.kept)
-        return feats, (logits,)
+        return feats, blocks, (logits,)
 
     def _autocast(self):
         if self.autocast is None:
@@ -240,10 +250,13 @@ class _Run:
         return summary
 
     def _counts(self) -> torch.Tensor:
-        """Occurrences of each token id in the training answers (a pure function of the data: equal on all ranks)."""
+        """Occurrences of each token id in the training answers (a pure function of the data: equal on all ranks).
+        The target's own answers only, where there are any: a corpus's words are not what the engine drafts."""
         if self.token_counts is None:
-            self.token_counts = count_tokens((tok[mask] for tok, mask in self.data.items),
-                                             self.features.head_weight.shape[0])
+            own = not all(self.data.from_corpus)
+            self.token_counts = count_tokens((tok[mask] for (tok, mask), corpus in
+                                              zip(self.data.items, self.data.from_corpus, strict=True)
+                                              if not (own and corpus)), self.features.head_weight.shape[0])
         return self.token_counts
 
     def _loss_ids(self) -> torch.Tensor | None:
