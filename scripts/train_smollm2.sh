@@ -32,6 +32,8 @@ TURNS=${TURNS:-4}             # user turns per conversation (later turns follow 
 MAX_NEW=${MAX_NEW:-384}       # answer tokens per turn
 MAX_PROMPT=${MAX_PROMPT:-768} # longer prompts (later turns included) are skipped
 MAX_LEN=${MAX_LEN:-1152}      # training sequences are cut to this many tokens (MAX_PROMPT + MAX_NEW)
+CORPUS=${CORPUS:-0}           # 1: also train on the corpus's own answers (datagen --answers corpus, made on the CPU
+                              # while the GPU answers; train learns the target's own labels there: training.md)
 PHASES=${PHASES:-"datagen train eval"}  # e.g. PHASES=datagen once, then several "train eval" runs on its data
 RUN=${RUN:-$WORK/run}
 
@@ -45,18 +47,32 @@ stamp() { echo "[$(( $(date +%s) - start ))s] $*"; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
 python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 
+DATA=("$WORK/data")
+[[ $CORPUS == 1 ]] && DATA+=("$WORK/corpus")
 if [[ $PHASES == *datagen* ]]; then
+    if [[ $CORPUS == 1 ]]; then  # CPU only: runs beside the GPU's datagen, same prompts, split and limits
+        stamp "corpus answers (CPU, in the background)"
+        dflash datagen --answers corpus --model "$TARGET" --prompts "$PROMPTS" --out "$WORK/corpus" --max-prompts 100000 \
+            --heldout 32 --turns "$TURNS" --max-new-tokens "$MAX_NEW" --max-prompt-tokens "$MAX_PROMPT" \
+            --shard-size 1024 --no-progress > "$WORK/corpus.log" 2>&1 &
+        corpus_pid=$!
+    fi
     stamp "datagen (${DATAGEN_S}s budget)"
     dflash datagen --model "$TARGET" --prompts "$PROMPTS" --out "$WORK/data" --max-prompts 100000 --heldout 32 \
         --turns "$TURNS" --max-new-tokens "$MAX_NEW" --max-prompt-tokens "$MAX_PROMPT" --batch-size "$DG_BATCH" \
         --shard-size 1024 --time-budget-s "$DATAGEN_S" --no-progress || { stamp "datagen failed"; exit 1; }
     cp "$WORK/data/datagen.json" "$OUT/"
+    if [[ $CORPUS == 1 ]]; then
+        wait "$corpus_pid" || { cat "$WORK/corpus.log"; stamp "corpus datagen failed"; exit 1; }
+        grep '"datagen"' "$WORK/corpus.log" | tee "$OUT/corpus_datagen.json"
+        stamp "corpus answers done"
+    fi
 fi
 [[ $PHASES == *train* || $PHASES == *eval* ]] || { stamp "done"; exit 0; }
 
 if [[ $PHASES == *train* ]]; then
     stamp "train (${TRAIN_S}s budget, init $INIT)"
-    dflash train --target "$TARGET" --data "$WORK/data" --out "$RUN" --num-layers "$LAYERS" --block-size 16 \
+    dflash train --target "$TARGET" --data "${DATA[@]}" --out "$RUN" --num-layers "$LAYERS" --block-size 16 \
         --init "$INIT" --anchors "$ANCHORS" --batch-size "$BATCH" --lr "$LR" --loss-vocab "$LOSS_VOCAB" --distill "$DISTILL" --gamma "$GAMMA" --warmup-steps 60 --max-len "$MAX_LEN" --attention "$ATTENTION" \
         --time-budget-s "$TRAIN_S" --save-every 500 --keep-checkpoints 1 --log-every 50 \
         --eval-num 32 --eval-max-new-tokens 256 --eval-every "$EVAL_EVERY" --no-tensorboard || { stamp "train failed"; exit 1; }

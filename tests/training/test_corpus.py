@@ -185,13 +185,32 @@ def test_labels_data_and_distill_are_kept_apart(corpus_setup, tmp_path):
     root, model, tok = corpus_setup
     with pytest.raises(ConfigError, match="labels 'target'"):
         _config([root / "own"], tmp_path, labels="target", distill=0.5).validate()
-    with pytest.raises(ConfigError, match="corpus answers"):
+    with pytest.raises(ConfigError, match="not the target's greedy text"):
         train(_config([root / "corpus"], tmp_path, distill=0.5), target=(model, tok))
     with pytest.raises(ConfigError, match="labels must be"):
         _config([root / "own"], tmp_path, labels="teacher").validate()
     train(_config([root / "own"], tmp_path / "d", max_steps=2), target=(model, tok))
     start = json.loads((tmp_path / "d" / "log.jsonl").read_text().splitlines()[0])
-    assert start["labels"] == "data"  # auto: the target's own answers
+    assert start["labels"] == "data"  # auto: the target's own greedy answers
+
+
+def test_sampled_answers_learn_the_targets_greedy_labels(corpus_setup, tmp_path):
+    """A sampled token is not what greedy verification accepts: auto takes the target's labels for such data."""
+    import shutil
+
+    from dflashkit.training.dataset import answers_of
+
+    root, model, tok = corpus_setup
+    sampled = tmp_path / "sampled"
+    shutil.copytree(root / "own", sampled)
+    for settings, source in (({"temperature": 0.0}, "greedy"), ({"temperature": 0.7}, "sampled"),
+                             ({"answers": "corpus"}, "corpus"), ([], "greedy")):
+        (sampled / "datagen.json").write_text(json.dumps(settings))
+        assert answers_of(sampled) == source
+    (sampled / "datagen.json").write_text(json.dumps({"temperature": 0.7}))
+    train(_config([root / "own", sampled], tmp_path / "run", max_steps=2), target=(model, tok))
+    start = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])
+    assert start["labels"] == "target"
 
 
 def _cli(*argv: str) -> int:

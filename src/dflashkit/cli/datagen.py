@@ -149,9 +149,12 @@ def _write_settings(out: Path, settings: dict, heldout: list) -> None:
 def _check_same_answers(out: Path, answers: str) -> None:
     from ..training.dataset import answers_of
 
-    if (out / "datagen.json").is_file() and answers_of(out) != answers:
-        raise ConfigError(f"{out} holds answers by the {answers_of(out)}, not the {answers}: use a new --out "
-                          f"directory, or --answers {answers_of(out)} to resume")
+    if not (out / "datagen.json").is_file():
+        return
+    made = "corpus" if answers_of(out) == "corpus" else "target"
+    if made != answers:
+        raise ConfigError(f"{out} holds answers by the {made}, not the {answers}: use a new --out directory, "
+                          f"or --answers {made} to resume")
 
 
 def _check(args) -> None:

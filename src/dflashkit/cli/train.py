@@ -28,8 +28,8 @@ HELP = {
     "distill": "weight of the soft target loss: cross-entropy against the target's own next-token distribution "
                "at each label position (0 = hard labels only)",
     "labels": "'data': learn each row's next tokens; 'target': learn the target's own greedy tokens, only while "
-              "the row follows them (for answers the target did not write: datagen --answers corpus); 'auto': "
-              "target iff some --data holds corpus answers",
+              "the row follows them (for answers that are not the target's greedy text: datagen --answers corpus or "
+              "--temperature); 'auto': target iff some --data holds such answers",
     "batch_size": "sequences per micro-batch per GPU",
     "grad_accum": "micro-batches per optimizer step",
     "epochs": "stop after this many passes over the data",

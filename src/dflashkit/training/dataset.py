@@ -29,14 +29,14 @@ class SequenceData:
         if not files:
             raise ConfigError(f"no data shards in {[str(s) for s in sources]}: run `dflashkit datagen` first")
         self.items: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.from_corpus: list[bool] = []  # per item: answers a corpus wrote, not the target (datagen --answers)
+        self.answers: list[str] = []  # per item: who wrote its answer, 'greedy' | 'sampled' | 'corpus' (answers_of)
         for f in files:
-            corpus = answers_of(f.parent) == "corpus"
+            source = answers_of(f.parent)
             for tok, mask in read_shard(f):
                 tok, mask = tok[:max_len], mask[:max_len]
                 if int((mask[:-1] & mask[1:]).sum()) >= 1:  # at least one anchor with a label
                     self.items.append((tok, mask))
-                    self.from_corpus.append(corpus)
+                    self.answers.append(source)
         if not self.items:
             raise ConfigError(f"the shards in {[str(s) for s in sources]} hold no sequence with a response")
         self.lengths = torch.tensor([len(t) for t, _ in self.items])
@@ -53,18 +53,24 @@ class SequenceData:
         return int(sum(int(m.sum()) for _, m in self.items))
 
     @property
-    def has_corpus_answers(self) -> bool:
-        return any(self.from_corpus)
+    def all_greedy(self) -> bool:
+        """Whether every answer is the target's greedy text, so its next tokens are the target's own labels."""
+        return all(a == "greedy" for a in self.answers)
 
 
 def answers_of(directory: Path) -> str:
-    """Who wrote a datagen directory's answers: 'target' (regenerated; also for shards without datagen.json)
-    or 'corpus' (`datagen --answers corpus`)."""
+    """Who wrote a datagen directory's answers: 'greedy' (the target, temperature 0; also assumed for shards
+    without datagen.json), 'sampled' (the target, temperature > 0) or 'corpus' (`datagen --answers corpus`)."""
     try:
         made = json.loads((directory / "datagen.json").read_text())
     except (OSError, ValueError):
-        return "target"
-    return made.get("answers", "target") if isinstance(made, dict) else "target"
+        return "greedy"
+    if not isinstance(made, dict):
+        return "greedy"
+    if made.get("answers") == "corpus":
+        return "corpus"
+    temperature = made.get("temperature", 0)
+    return "sampled" if isinstance(temperature, (int, float)) and temperature > 0 else "greedy"
 
 
 def check_sources(sources: list[str | Path]) -> None:

@@ -27,7 +27,7 @@ class TrainConfig:
     loss_vocab: int = 0  # loss over the N most frequent answer tokens (+ specials); 0: all, -1: auto (99% coverage)
     distill: float = 0.0  # weight of CE against the target's own distribution at each label (0: hard labels only)
     labels: str = "auto"  # 'data': the row's next tokens; 'target': the target's greedy choices; auto: target iff
-    # some --data holds corpus answers (datagen --answers corpus)
+    # some --data holds answers other than the target's greedy ones (datagen --answers corpus, or --temperature)
     # optimisation
     batch_size: int = 16  # sequences per micro-batch per rank
     grad_accum: int = 1

@@ -89,10 +89,11 @@ class _Run:
         self.features = TargetFeatures(hf_model, self.draft.target_layer_ids)
         self.data = SequenceData(cfg.data, cfg.max_len)
         check_same_tokenizer(cfg.data, self.data, self.tokenizer, self.features.embed_weight.shape[0])
-        self.target_labels = cfg.labels == "target" or (cfg.labels == "auto" and self.data.has_corpus_answers)
+        self.target_labels = cfg.labels == "target" or (cfg.labels == "auto" and not self.data.all_greedy)
         if self.target_labels and cfg.distill:
-            raise ConfigError(f"--distill with {cfg.data} needs labels from the data, but some of it holds corpus "
-                              "answers (learned through the target's own labels): drop --distill or that data")
+            raise ConfigError(f"--distill with {cfg.data} needs labels from the data, but some of it holds answers "
+                              "that are not the target's greedy text (corpus or sampled answers: --labels auto takes "
+                              "the target's own labels there): pass --labels data, or drop --distill")
         self.token_counts: torch.Tensor | None = None  # of the answers' tokens: the pruned vocabularies rank by them
         kept = self._loss_ids()
         self.kept = kept.to(self.dev) if kept is not None else None
@@ -253,10 +254,10 @@ class _Run:
         """Occurrences of each token id in the training answers (a pure function of the data: equal on all ranks).
         The target's own answers only, where there are any: a corpus's words are not what the engine drafts."""
         if self.token_counts is None:
-            own = not all(self.data.from_corpus)
-            self.token_counts = count_tokens((tok[mask] for (tok, mask), corpus in
-                                              zip(self.data.items, self.data.from_corpus, strict=True)
-                                              if not (own and corpus)), self.features.head_weight.shape[0])
+            own = any(a != "corpus" for a in self.data.answers)
+            self.token_counts = count_tokens((tok[mask] for (tok, mask), source in
+                                              zip(self.data.items, self.data.answers, strict=True)
+                                              if not (own and source == "corpus")), self.features.head_weight.shape[0])
         return self.token_counts
 
     def _loss_ids(self) -> torch.Tensor | None:
