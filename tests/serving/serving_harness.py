@@ -37,10 +37,12 @@ def char_tokenizer():
 
 
 class Throttled(Generator):
-    """The real Generator, with knobs for tests: a pause per step, and a step that fails on demand."""
+    """The real Generator, with knobs for tests: a pause per step, a step that fails on demand, and answers
+    padded with `pad_text` characters (the size of a long answer's result, without generating one)."""
 
     delay = 0.0
     fail_steps = 0
+    pad_text = 0
 
     def step(self):
         if self.delay:
@@ -50,6 +52,12 @@ class Throttled(Generator):
             self.fail_steps -= 1
             raise RuntimeError("injected engine failure")
         return updates
+
+    def pop_result(self, seq_id):
+        result = super().pop_result(seq_id)
+        if self.pad_text:
+            result.text += "z" * self.pad_text
+        return result
 
 
 def tiny_generator(max_batch: int = 8, max_length: int = 256) -> Throttled:
@@ -67,10 +75,10 @@ def tiny_generator(max_batch: int = 8, max_length: int = 256) -> Throttled:
     return gen
 
 
-def slow_tiny_generator(delay: float, **kwargs) -> Throttled:
+def slow_tiny_generator(delay: float, pad_text: int = 0, **kwargs) -> Throttled:
     """`tiny_generator` pausing `delay` s a step (built inside an engine process, where tests cannot reach it)."""
     gen = tiny_generator(**kwargs)
-    gen.delay = delay
+    gen.delay, gen.pad_text = delay, pad_text
     return gen
 
 

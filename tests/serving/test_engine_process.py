@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -111,3 +112,23 @@ def test_a_model_that_cannot_load_fails_launch_with_its_reason():
     engine = EngineProcess(functools.partial(load, "/nonexistent/model/dir", device="cpu"))
     with pytest.raises((ConfigError, RuntimeError), match="engine process could not start"):
         engine.launch()
+
+
+def test_a_large_prompt_sent_while_a_large_answer_goes_up_is_no_deadlock():
+    """The server's send of a large command waits while the command pipe is full, and meanwhile reads no events;
+    the engine, sending a batch larger than the event pipe (long answers ending), read no commands: each
+    waited for the other, and every request hung, /health too."""
+    engine = EngineProcess(functools.partial(slow_tiny_generator, 0.5, pad_text=200_000, max_batch=2))
+    engine.launch()
+    with live_server(engine, api_key=API_KEY) as (url, _):
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=20) as http:
+            def ask(prompt: str):
+                return http.post("/v1/completions", json={"model": MODEL, "prompt": prompt, "max_tokens": 1})
+
+            with ThreadPoolExecutor(2) as pool:
+                short = pool.submit(ask, "abc")  # its 200 kB answer goes up at the end of a 0.5 s step
+                time.sleep(0.2)
+                large = pool.submit(ask, "a" * 300_000)  # a 300 kB command, sent during that step
+                assert short.result().status_code == 200
+                assert large.result().json()["error"]["code"] == "context_length_exceeded"
+            assert http.get("/health", timeout=5).status_code == 200

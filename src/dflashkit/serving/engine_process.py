@@ -12,6 +12,7 @@ import asyncio
 import atexit
 import logging
 import multiprocessing
+import queue
 import signal
 import threading
 from collections.abc import Callable
@@ -111,16 +112,32 @@ def engine_process_main(build: Callable[[], object], commands, events) -> None:
         events.send(("failed", (f"{type(exc).__name__}: {exc}", isinstance(exc, DFlashError))))
         return
     events.send(("ready", describe(gen)))
+    inbox: queue.Queue[Command] = queue.Queue()
+
+    def read_commands() -> None:
+        """Empty the command pipe as soon as the server writes. Read only between steps, a large command
+        (a long prompt) kept the server's send waiting while the pipe was full, so it read no events; an
+        event batch larger than that pipe (long answers ending) then kept the loop waiting too: both hung."""
+        try:
+            while True:
+                command = commands.recv()
+                inbox.put(command)
+                if command[0] == "stop":
+                    return
+        except (EOFError, OSError):  # the server is gone
+            inbox.put(("stop", None, None))
+
+    threading.Thread(target=read_commands, name="dflashkit-commands", daemon=True).start()
 
     def receive(block: bool) -> list[Command]:
         try:
-            if not commands.poll(1.0 if block else 0):
-                return []
-            received = [commands.recv()]
-            while commands.poll():
-                received.append(commands.recv())
-            return received
-        except (EOFError, OSError):  # the server is gone
-            return [("stop", None, None)]
+            received = [inbox.get(timeout=1.0) if block else inbox.get_nowait()]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                received.append(inbox.get_nowait())
+            except queue.Empty:
+                return received
 
     EngineCore(gen, lambda batch: events.send(("events", batch))).run(receive)
