@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+from serving_harness import tiny_generator
 
 from dflashkit.serving.errors import APIError
 from dflashkit.serving.prompts import plan
@@ -58,3 +59,29 @@ def test_text_within_the_bound_is_tokenised_and_judged_by_its_token_count():
     assert gen.tokenizer.calls == 1 and "the prompt has 150" in str(err.value)
     ids, params = plan(gen, _request(prompt="a" * 60))
     assert len(ids) == 60 and params.max_new_tokens == 40
+
+
+def test_many_short_messages_are_judged_by_their_rendered_length_unencoded():
+    """Empty messages have no content characters, but the template writes ~28 around each: 120k of them (a 4 MB
+    body) spent 2.4 s in encode on the engine's thread before the context check refused them."""
+    gen = tiny_generator(max_length=256)  # the char tokenizer's longest string: 12 characters; bound 6,144
+    sizes = []
+    encode = gen.tokenizer.encode
+    gen.tokenizer.encode = lambda text, **kw: sizes.append(len(text)) or encode(text, **kw)
+    with pytest.raises(APIError) as err:
+        plan(gen, _request(messages=[{"role": "user", "content": ""}] * 1000))  # 28,000 characters rendered
+    assert sizes == []
+    assert err.value.code == "context_length_exceeded" and err.value.param == "messages"
+    ids, _ = plan(gen, _request(messages=[{"role": "user", "content": ""}] * 20))  # 160 tokens: fits
+    assert sizes == [20 * 28 + 22] and len(ids) == 20 * 8 + 11
+
+
+def test_too_many_messages_are_refused_before_validation():
+    """Validating 120k empty messages (a 4 MB body) held the event loop for ~1 s: the count is checked first."""
+    from dflashkit.serving.protocol import MAX_MESSAGES, chat_request
+
+    body = {"model": "tiny", "messages": [{"role": "user", "content": ""}] * (MAX_MESSAGES + 1)}
+    with pytest.raises(APIError) as err:
+        chat_request(body)
+    assert err.value.status == 400 and err.value.param == "messages" and str(MAX_MESSAGES) in str(err.value)
+    assert len(chat_request({**body, "messages": body["messages"][:MAX_MESSAGES]})[1].messages) == MAX_MESSAGES

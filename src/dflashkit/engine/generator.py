@@ -602,6 +602,11 @@ class Generator:
 
 
 def chat_prompt(tokenizer, messages: list[dict], **template_kwargs) -> list[int]:
+    return encode_chat(tokenizer, chat_text(tokenizer, messages, **template_kwargs))
+
+
+def chat_text(tokenizer, messages: list[dict], **template_kwargs) -> str:
+    """The chat as the model reads it, not yet tokenised: the server bounds its length before encoding it."""
     if not messages:
         raise RequestError("messages is empty: give at least one message")
     for m in messages:
@@ -609,7 +614,12 @@ def chat_prompt(tokenizer, messages: list[dict], **template_kwargs) -> list[int]
                 "system", "user", "assistant", "developer", "tool"):
             raise RequestError(f"bad message {m!r}: need {{'role': system|user|assistant, 'content': str}}")
     if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **template_kwargs)
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **template_kwargs)
+    return "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"
+
+
+def encode_chat(tokenizer, text: str) -> list[int]:
+    """A template writes its own special tokens (BOS, ...); the plain fallback lets the tokenizer add them."""
+    if getattr(tokenizer, "chat_template", None):
         return tokenizer.encode(text, add_special_tokens=False)
-    text = "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"
     return tokenizer.encode(text)

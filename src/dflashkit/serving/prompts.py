@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 
+from ..engine.generator import chat_text, encode_chat
 from ..engine.sampling import SamplingParams
 from ..errors import RequestError
 from .errors import bad_request, context_exceeded
@@ -17,12 +18,15 @@ from .protocol import EngineRequest
 def prompt_ids(gen, req: EngineRequest) -> list[int]:
     if req.messages is not None:
         try:
-            return gen.chat_prompt(req.messages)
+            text = chat_text(gen.tokenizer, req.messages)
         except RequestError:
             raise  # the engine's own message is clear (a DFlashError: a 400)
         except Exception as exc:  # a chat template that refuses the conversation (jinja TemplateError, ...)
             raise bad_request(f"the model's chat template rejected these messages: {exc}", "messages") from None
+        refuse_unencodable_length(gen, len(text), "messages")
+        return encode_chat(gen.tokenizer, text)
     if isinstance(req.prompt, str):
+        refuse_unencodable_length(gen, len(req.prompt), "prompt")
         return gen.tokenizer.encode(req.prompt)
     vocab = gen.target.vocab_size
     bad = [i for i in req.prompt if not 0 <= i < vocab]
@@ -34,7 +38,6 @@ def prompt_ids(gen, req: EngineRequest) -> list[int]:
 def plan(gen, req: EngineRequest) -> tuple[list[int], SamplingParams]:
     """The prompt ids and sampling settings, or a 400 when prompt + max_tokens does not fit the context."""
     param = "messages" if req.messages is not None else "prompt"
-    refuse_unencodable_length(gen, req, param)
     ids = prompt_ids(gen, req)
     if not ids:
         raise bad_request("the prompt encodes to no tokens", param)
@@ -55,14 +58,11 @@ def plan(gen, req: EngineRequest) -> tuple[list[int], SamplingParams]:
 # Tokenising runs on the engine's thread: a 4 MiB prompt (the default body limit) took ~3 s with SmolLM2's
 # tokenizer, and every other stream stalled meanwhile. A text longer than the context times the longest
 # vocabulary string cannot fit whatever its tokens are, so it is refused before it is encoded (with a 2x
-# margin for normalisers that drop characters).
-def refuse_unencodable_length(gen, req: EngineRequest, param: str) -> None:
+# margin for normalisers that drop characters). A chat is measured as rendered: 120k empty messages have no
+# content characters but ~3.4 M of template around them (2.4 s of encoding).
+def refuse_unencodable_length(gen, chars: int, param: str) -> None:
     longest = _longest_token(gen.tokenizer)
-    if longest is None or isinstance(req.prompt, list):
-        return
-    # chat contents are strings by now (protocol.py joined the text parts)
-    chars = len(req.prompt) if isinstance(req.prompt, str) else sum(len(m["content"]) for m in req.messages)
-    if chars > 2 * longest * gen.max_length:
+    if longest is not None and chars > 2 * longest * gen.max_length:
         raise context_exceeded(f"This model's maximum context length is {gen.max_length} tokens; the prompt's "
                                f"{chars} characters are far more than that many tokens can hold. Shorten the "
                                "prompt.", param)
