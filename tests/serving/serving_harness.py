@@ -48,7 +48,7 @@ class Throttled(Generator):
         if self.delay:
             time.sleep(self.delay)
         updates = super().step()
-        if self.fail_steps and self.num_running:  # after the step: its sequences hold slots, updates are lost
+        if self.fail_steps and self.num_running:  # after the step: the finished are freed, the rest hold slots
             self.fail_steps -= 1
             raise RuntimeError("injected engine failure")
         return updates

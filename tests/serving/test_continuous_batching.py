@@ -10,6 +10,9 @@ import httpx
 import pytest
 from serving_harness import API_KEY, MODEL, live_server, server, tiny_generator  # noqa: F401  (fixture)
 
+from dflashkit.serving.engine_core import EngineCore
+from dflashkit.serving.protocol import EngineRequest
+
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
 
 
@@ -128,6 +131,54 @@ def test_engine_failure_fails_its_requests_only(server):
     server.wait_idle()
     ok = server.http.post("/v1/chat/completions", json=hi)  # the loop lives on
     assert ok.status_code == 200 and ok.json()["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def _core_with(gen, *max_tokens: int):
+    """An EngineCore over `gen` with one completion request per `max_tokens`, admitted by its next step."""
+    events = []
+    core = EngineCore(gen, events.extend)
+    for rid, n in enumerate(max_tokens):
+        core.add(rid, EngineRequest(messages=None, prompt="abc", max_tokens=n, default_max_tokens=None,
+                                    temperature=0.0, top_p=1.0, top_k=0, seed=None, stop=None))
+    return core, events
+
+
+def _terminal(events) -> dict[int, list[str]]:
+    ends: dict[int, list[str]] = {}
+    for rid, event in events:
+        if event.kind in ("done", "error"):
+            ends.setdefault(rid, []).append(event.kind)
+    return ends
+
+
+def test_failed_step_ends_the_request_it_finished_and_freed():
+    """max_tokens=1 finishes in its admission step, whose slot the step frees; the step then fails under the other.
+    Only sequences still in a slot got an error: the finished one got neither done nor error (a hang)."""
+    gen = tiny_generator()
+    core, events = _core_with(gen, 1, 50)
+    gen.fail_steps = 1
+    core.step()
+    assert _terminal(events) == {0: ["error"], 1: ["error"]}
+    assert not gen.has_work() and not gen.sequences
+
+
+def test_failure_while_reading_a_step_ends_every_request_once():
+    """An exception while the step's updates are turned into events (here: reading a finished result) lost the
+    events already built, the `done` of a request finished earlier in the same step included."""
+    gen = tiny_generator()
+    core, events = _core_with(gen, 1, 1, 50)
+    pop = gen.pop_result
+
+    def pop_result(seq_id):  # as Generator.pop_result: the sequence is gone, then building its result fails
+        result = pop(seq_id)
+        if seq_id == 1:
+            raise RuntimeError("bad result")
+        return result
+
+    gen.pop_result = pop_result
+    core.step()
+    assert _terminal(events) == {0: ["error"], 1: ["error"], 2: ["error"]}
+    assert not gen.has_work()
 
 
 @contextlib.contextmanager

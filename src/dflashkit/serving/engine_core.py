@@ -94,21 +94,18 @@ class EngineCore:
 
     def step(self) -> None:
         try:
-            updates = self.gen.step()
+            events = self._events(self.gen.step())
         except Exception as exc:
             log.exception("engine step failed")
-            error = server_error(f"generation failed: {type(exc).__name__}: {exc}")
-            events = []
-            for seq in [s for s in self.gen.slots if s is not None]:
-                rid = self._request_of.get(seq.id)
-                self._evict(seq.id)
-                if rid is not None:
-                    self._forget(rid)
-                    events.append((rid, Event("error", error=error, failed_running=True)))
-            if events:
-                self.sink(events)
-            return
+            return self._fail_running(server_error(f"generation failed: {type(exc).__name__}: {exc}"))
+        if events:
+            self.sink(events)
+
+    def _events(self, updates) -> Batch:
+        """The step's events. Finished requests are forgotten only once all are built: a failure midway must
+        still find them to fail them (their `done` is lost with the rest of the batch)."""
         events: Batch = []
+        finished = []
         for u in updates:
             rid = self._request_of.get(u.seq_id)
             if rid is None:
@@ -119,9 +116,24 @@ class EngineCore:
             if rid in self._streamed:  # a whole answer needs only "done": no event-loop wake-up per step
                 events.append((rid, Event("delta", token_ids=u.token_ids, text=u.text)))
             if u.finished:
-                result = self.gen.pop_result(u.seq_id)
+                events.append((rid, Event("done", result=self.gen.pop_result(u.seq_id))))
+                finished.append(rid)
+        for rid in finished:
+            self._forget(rid)
+        return events
+
+    def _fail_running(self, error: APIError) -> None:
+        """One error for every request past the queue: those in a slot, and those the failed step finished and
+        already freed (only slotted ones were failed: the others never got an end)."""
+        queued = {s.id for s in self.gen.waiting}
+        events = []
+        for seq_id, rid in list(self._request_of.items()):
+            if seq_id not in queued:
                 self._forget(rid)
-                events.append((rid, Event("done", result=result)))
+                self._evict(seq_id)
+                events.append((rid, Event("error", error=error, failed_running=True)))
+        for seq in [s for s in self.gen.slots if s is not None]:  # their cache rows are suspect
+            self._evict(seq.id)
         if events:
             self.sink(events)
 
@@ -133,8 +145,7 @@ class EngineCore:
 
     def _evict(self, seq_id: int) -> None:
         self.gen.abort(seq_id)  # also frees the slot of a sequence that finished inside a failed step
-        if seq_id in self.gen.sequences:
-            self.gen.pop_result(seq_id)
+        self.gen.sequences.pop(seq_id, None)  # no result to build (that may be what failed)
 
     def _evict_all(self) -> None:
         for rid, seq_id in list(self._sequence_of.items()):
