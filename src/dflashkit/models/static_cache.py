@@ -97,22 +97,31 @@ def static_attention(module, query, key, value, attention_mask, scaling=None, sl
             v_view[0].index_copy_(1, state.positions[0], value[0].to(v_view.dtype))
     if state.kv_len is not None:
         k_view, v_view = k_view[:, :, :state.kv_len], v_view[:, :, :state.kv_len]
-    if softcap:  # Gemma 2: tanh-capped scores, which SDPA cannot express
+    sinks = kwargs.get("s_aux")  # GPT-OSS: a learned logit per head joins every softmax (and takes its share)
+    if softcap or sinks is not None:  # Gemma 2's tanh-capped scores, sinks: neither expressible in SDPA
         mask = state.mask(sliding_window, k_view.shape[2])
-        out = _softcapped_attention(query, k_view, v_view, mask, scaling, softcap)
+        out = _manual_attention(query, k_view, v_view, mask, scaling, softcap, sinks)
     else:
         mask = state.grouped_mask(sliding_window, k_view.shape[2], query.dtype, query.shape[1] // k_view.shape[1])
         out = gqa_attention(query, k_view, v_view, mask, scaling)
     return out.transpose(1, 2).contiguous(), None
 
 
-def _softcapped_attention(q, k, v, mask, scaling, softcap):
+def _manual_attention(q, k, v, mask, scaling, softcap=None, sinks=None):
+    """Attention as HF's eager code computes it, with a softcap and/or per-head sink logits [Hq]."""
     groups = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     scale = scaling if scaling is not None else q.shape[-1] ** -0.5
-    scores = torch.tanh((q @ k.transpose(-1, -2)) * scale / softcap) * softcap
+    scores = (q @ k.transpose(-1, -2)) * scale
+    if softcap:
+        scores = torch.tanh(scores / softcap) * softcap
     scores = scores.masked_fill(~mask, float("-inf"))
-    return scores.softmax(-1).to(v.dtype) @ v
+    if sinks is None:
+        return scores.softmax(-1).to(v.dtype) @ v
+    sink = sinks.to(scores.dtype).reshape(1, -1, 1, 1).expand(*scores.shape[:-1], 1)
+    scores = torch.cat([scores, sink], dim=-1)
+    probs = (scores - scores.amax(-1, keepdim=True)).softmax(-1)[..., :-1]  # the sink's share is dropped
+    return probs.to(v.dtype) @ v
 
 
 def register() -> None:
