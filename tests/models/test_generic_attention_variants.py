@@ -61,3 +61,15 @@ def test_gpt_oss_attention_sinks_are_kept():
     config = GptOssConfig(**COMMON, head_dim=16, num_local_experts=4, num_experts_per_tok=2, sliding_window=8,
                           layer_types=["sliding_attention", "full_attention"] * 2)
     _check_forward_and_greedy(_model(config))
+
+
+def test_mla_values_narrower_than_keys():
+    """DeepSeek V2/V3 attention (MLA): values have their own head size (v_head_dim 12, keys 16). The value
+    cache took the keys' shape and the first forward failed on a shape mismatch."""
+    from transformers import DeepseekV3Config
+
+    config = DeepseekV3Config(**{**COMMON, "num_key_value_heads": 4}, q_lora_rank=None, kv_lora_rank=16,
+                              qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=12, n_routed_experts=4,
+                              num_experts_per_tok=2, moe_intermediate_size=32, first_k_dense_replace=1, n_group=1,
+                              topk_group=1)
+    _check_forward_and_greedy(_model(config))

@@ -37,7 +37,7 @@ def gqa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch
         out = _matmul_attention(q, k, v, mask, scale)
     else:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-    return out.reshape(b, hq, t, d)
+    return out.reshape(b, hq, t, v.shape[-1])  # values may be narrower than queries (MLA)
 
 
 def _matmul_attention(q, k, v, mask, scale):

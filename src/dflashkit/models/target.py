@@ -183,21 +183,21 @@ class TargetModel(TargetBase):
         shapes = self._probe_shapes()
         self.state.k = [None] * self.num_layers
         self.state.v = [None] * self.num_layers
-        for layer, (n_kv, head_dim) in shapes.items():
-            shape = (batch_size, n_kv, capacity, head_dim)
-            self.state.k[layer] = torch.zeros(shape, dtype=self.dtype, device=self.device)
-            self.state.v[layer] = torch.zeros_like(self.state.k[layer])
+        for layer, (n_kv, k_dim, v_dim) in shapes.items():  # MLA (DeepSeek): values narrower than keys
+            self.state.k[layer] = torch.zeros(batch_size, n_kv, capacity, k_dim, dtype=self.dtype, device=self.device)
+            self.state.v[layer] = torch.zeros(batch_size, n_kv, capacity, v_dim, dtype=self.dtype, device=self.device)
         for rope in self._ropes:
             rope.build(capacity)
         self.batch_size, self.capacity = batch_size, capacity
 
-    def _probe_shapes(self) -> dict[int, tuple[int, int]]:
-        shapes: dict[int, tuple[int, int]] = {}
+    def _probe_shapes(self) -> dict[int, tuple[int, int, int]]:
+        """Per cached layer: K/V heads, key head size, value head size."""
+        shapes: dict[int, tuple[int, int, int]] = {}
 
         def record(module, query, key, value, *args, **kwargs):
             binding = module._dflashkit_binding
             if binding.writes:
-                shapes[binding.cache_layer] = (key.shape[1], key.shape[3])
+                shapes[binding.cache_layer] = (key.shape[1], key.shape[3], value.shape[3])
             return torch.zeros(query.shape[0], query.shape[2], query.shape[1], value.shape[3],
                                dtype=query.dtype, device=query.device), None
 
