@@ -73,3 +73,30 @@ def test_mla_values_narrower_than_keys():
                               num_experts_per_tok=2, moe_intermediate_size=32, first_k_dense_replace=1, n_group=1,
                               topk_group=1)
     _check_forward_and_greedy(_model(config))
+
+
+def _llama4(**overrides):
+    from transformers import Llama4TextConfig
+
+    return Llama4TextConfig(**COMMON, head_dim=16, num_local_experts=2, num_experts_per_tok=1,
+                            intermediate_size_mlp=96, no_rope_layers=[1, 1, 1, 0], interleave_moe_layer_step=2,
+                            **overrides)
+
+
+def test_llama4_context_stops_where_its_attention_stops_being_causal():
+    """Llama 4's chunked layers attend within chunks of `attention_chunk_size` tokens, and its NoPE layers scale
+    queries by absolute position past `floor_scale` (from a KV cache the engine does not pass): the static
+    cache's plain causal attention equals HF's only before both. Past them the answers differed from plain
+    decoding silently; now the context stops there (a prompt past it is refused, as any over-long one)."""
+    chunked = _model(_llama4(attention_chunk_size=16, floor_scale=10 ** 6))
+    target = TargetModel(copy.deepcopy(chunked))
+    assert target.max_positions == 16
+    gen = Generator(target, random_draft(target, num_layers=1, block_size=4), block_size=4, max_length=96)
+    assert gen.max_length == 16
+    prompts = random_prompts(2, seed=5, lengths=(3, 11))
+    got = gen.generate(prompts, SamplingParams(max_new_tokens=30))
+    assert [r.token_ids for r in got] == [reference_greedy(chunked, p, 16 - len(p)) for p in prompts]
+    tuned = TargetModel(_model(_llama4(attention_chunk_size=64, floor_scale=20)))
+    assert tuned.max_positions == 19  # the query at position 18 still has scale 1: log1p(floor(19 / 20)) = 0
+    plain = TargetModel(_model(_llama4(attention_chunk_size=4096, attn_temperature_tuning=False)))
+    assert plain.max_positions == 512

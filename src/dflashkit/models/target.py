@@ -76,6 +76,22 @@ class LengthwiseRope:
         return (emb.cos() * scale).to(x.dtype), (emb.sin() * scale).to(x.dtype)
 
 
+def _causal_limit(config, modules: list[nn.Module]) -> int:
+    """Positions up to which plain causal attention over the static cache is the model's own (Llama 4).
+
+    Chunked layers attend within chunks of `attention_chunk_size` only (a mask the cache's attention does not
+    build), and NoPE layers with temperature tuning scale queries from position floor_scale - 1 on, reading the
+    position from a KV cache the engine does not pass. Past either, answers differed from plain decoding."""
+    limit = 1 << 62
+    chunk = getattr(config, "attention_chunk_size", None)
+    if chunk and "chunked_attention" in (getattr(config, "layer_types", None) or []):
+        limit = int(chunk)
+    for m in modules:
+        if getattr(m, "attn_temperature_tuning", False) and not getattr(m, "use_rope", True):
+            limit = min(limit, int(m.floor_scale) - 1)
+    return limit
+
+
 class TargetBase:
     """What every target path shares: the HF model, its embedding and head, the step state, stop tokens."""
 
@@ -158,6 +174,7 @@ class TargetModel(TargetBase):
                 raise ConfigError(f"layer {module.layer_idx} shares K/V but no source layer was found")
             module._dflashkit_binding = Binding(self.state, source, writes=not shared)
         self._modules = modules
+        self.max_positions = min(self.max_positions, _causal_limit(self.config, modules))
         self.model.set_attn_implementation(static_cache.ATTN_IMPLEMENTATION)
         self._ropes = [LengthwiseRope(m, self.state) for m in _length_dependent_rotaries(self.model)]
 
