@@ -53,3 +53,15 @@ def test_ignore_eos_keeps_explicit_stop_token_ids():
     stop = free[3]
     got = gen.generate([[1, 2]], SamplingParams(max_new_tokens=8, ignore_eos=True, stop_token_ids=[stop]))[0]
     assert got.token_ids == free[:free.index(stop) + 1]  # was: the explicit id was dropped with the end tokens
+
+
+def test_stream_forgets_its_request_whether_finished_or_abandoned():
+    """stream() left every request it served in `sequences` (with all its tokens): a process streaming
+    answers grew without bound."""
+    gen = _engine()
+    whole = list(gen.stream([1, 2, 3], SamplingParams(max_new_tokens=6, ignore_eos=True)))
+    assert whole[-1].finished and sum(len(u.token_ids) for u in whole) == 6
+    assert not gen.sequences
+    for update in gen.stream([4, 5], SamplingParams(max_new_tokens=20, ignore_eos=True)):
+        break  # the caller stops reading: the request is aborted and forgotten
+    assert not gen.sequences and not gen.has_work()

@@ -584,7 +584,9 @@ class Generator:
             self.speculative = previous
 
     def stream(self, prompt_ids: list[int], params: SamplingParams | None = None) -> Iterator[Update]:
-        """Yield updates of one request as they are produced (other queued requests advance too)."""
+        """Yield updates of one request as they are produced (other queued requests advance too).
+
+        The request is forgotten at the end (finished or abandoned): kept, every streamed answer stayed in memory."""
         seq_id = self.add_request(prompt_ids, params)
         try:
             while True:
@@ -595,6 +597,7 @@ class Generator:
                             return
         finally:
             self.abort(seq_id)
+            self.sequences.pop(seq_id, None)
 
     def chat_prompt(self, messages: list[dict], **template_kwargs) -> list[int]:
         """Token ids of a chat with the model's own template and the assistant turn opened."""
