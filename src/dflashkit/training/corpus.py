@@ -40,8 +40,9 @@ def end_token_ids(directory: str | Path, tokenizer) -> list[int]:
 
 
 def answer_ids(tokenizer, messages: list[dict], answer: str, stop_ids: Iterable[int]) -> list[int] | None:
-    """Token ids the target would have to generate after `prompt` to say `answer` (None: the template does not
-    extend the prompt with it, so there is no such continuation to learn)."""
+    """Token ids the target would have to generate after the chat's prompt (`messages`, assistant turn opened)
+    to say `answer`, up to its end-of-turn token (None: the template does not extend that prompt with the
+    answer, so there is no such continuation to learn)."""
     if not getattr(tokenizer, "chat_template", None):
         ids = tokenizer.encode(" " + answer, add_special_tokens=False)
     else:
