@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
-from tiny_models import random_prompts, reference_greedy
+from tiny_models import random_prompts, reference_greedy, tiny_hf
 from dflashkit import Generator, SamplingParams
+from dflashkit.errors import ConfigError
 from dflashkit.models.factory import random_draft
 from dflashkit.models.target import TargetModel
 
@@ -100,3 +102,86 @@ def test_llama4_context_stops_where_its_attention_stops_being_causal():
     assert tuned.max_positions == 19  # the query at position 18 still has scale 1: log1p(floor(19 / 20)) = 0
     plain = TargetModel(_model(_llama4(attention_chunk_size=4096, attn_temperature_tuning=False)))
     assert plain.max_positions == 512
+
+
+def _inject(model, **extra):
+    """Every attention module passes `extra` on to the attention function (as a model's own code would)."""
+    import functools
+
+    for name, module in model.named_modules():
+        if name.endswith("self_attn"):
+            module.forward = functools.partial(module.forward, **extra)
+    return model
+
+
+@pytest.mark.parametrize("extra, refused", [
+    ({"my_bias": torch.ones(1, 4, 1, 1)}, "my_bias"),
+    ({"my_scale": 0.5}, "my_scale"),
+    ({"is_causal": False}, "is_causal"),  # bidirectional: the cache's mask is causal
+    ({"position_bias": torch.zeros(1, 4, 2, 2)}, "position_bias"),  # T5-style additive bias: implemented by SDPA
+    ({"my_flag": None, "my_other": False, "is_causal": True}, None),  # trivial values change nothing: loads
+])
+def test_attention_kwargs_the_static_cache_would_drop_are_refused_at_load(extra, refused):
+    """static_attention takes any **kwargs; one it does not implement used to be dropped silently (GPT-OSS's
+    sinks were), every output wrong. Now the load-time probe refuses the model, naming the model and the kwarg."""
+    model = _inject(tiny_hf("llama", dtype=torch.float32), **extra)
+    if refused is None:
+        TargetModel(model).allocate(1, 16)
+        return
+    with pytest.raises(ConfigError, match=rf"^llama passes `{refused}` to its attention, .* does not implement"):
+        TargetModel(model)
+
+
+def test_bidirectional_attention_module_is_refused_at_load():
+    """A module marked non-causal (SDPA's default for it) would be run causally over the cache."""
+    model = tiny_hf("llama", dtype=torch.float32)
+    model.model.layers[1].self_attn.is_causal = False
+    with pytest.raises(ConfigError, match="`is_causal`"):
+        TargetModel(model)
+
+
+def _config(model_type: str, **extra):
+    from transformers import AutoConfig
+
+    return AutoConfig.for_model(model_type, **{**COMMON, "head_dim": 16, **extra})
+
+
+@pytest.mark.parametrize("model_type, extra", [
+    ("stablelm", {}),  # passes position_ids to its attention explicitly
+    ("phi3", {}),  # sliding_window=None
+    ("cohere2", {"sliding_window": 8, "layer_types": ["sliding_attention", "full_attention"] * 2}),
+    ("qwen3_moe", {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32}),  # output_router_logits
+])
+def test_architectures_passing_only_known_kwargs_still_load_and_match_hf(model_type, extra):
+    """Architectures the load-time attention-kwargs check lets through (survey of transformers' decoders: they pass
+    scaling, dropout 0, sliding_window, position_ids and their forward's flags) still equal HF's forward and greedy."""
+    _check_forward_and_greedy(_model(_config(model_type, **extra)))
+
+
+def test_the_check_would_have_caught_gpt_oss_sinks(monkeypatch):
+    """Control: with `s_aux` not declared handled, GPT-OSS (whose sinks were once dropped silently) is refused."""
+    from transformers import GptOssConfig
+
+    from dflashkit.models import static_cache
+
+    monkeypatch.setattr(static_cache, "HANDLED_KWARGS", static_cache.HANDLED_KWARGS - {"s_aux"})
+    config = GptOssConfig(**COMMON, head_dim=16, num_local_experts=4, num_experts_per_tok=2)
+    with pytest.raises(ConfigError, match="^gpt_oss passes `s_aux` to its attention"):
+        TargetModel(_model(config))
+
+
+def test_a_mask_of_the_models_own_is_refused_at_load():
+    """transformers builds no mask for the static cache's attention (it masks by position), so a mask reaching it
+    is the module's own: Doge's learned dynamic mask was dropped silently. A plain causal one is harmless."""
+    from torch import nn
+
+    from dflashkit.models.static_cache import unsupported_kwargs
+
+    causal = torch.ones(3, 3, dtype=torch.bool).tril()
+    additive = torch.zeros(3, 3).masked_fill(~causal, float("-inf"))
+    assert unsupported_kwargs(nn.Module(), causal[None, None], {}) == []
+    assert unsupported_kwargs(nn.Module(), additive[None, None], {}) == []
+    assert unsupported_kwargs(nn.Module(), (additive + 0.5)[None, None], {}) == ["attention_mask"]
+    assert unsupported_kwargs(nn.Module(), causal.T[None, None], {}) == ["attention_mask"]
+    with pytest.raises(ConfigError, match="^doge passes `attention_mask` to its attention"):
+        TargetModel(_model(_config("doge")))

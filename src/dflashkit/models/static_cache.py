@@ -71,6 +71,58 @@ class Binding:
     writes: bool  # False for layers that reuse another layer's K/V (Gemma 3n/4 KV sharing)
 
 
+# What static_attention does with the keyword arguments a model's attention module passes it. The function takes
+# any `**kwargs`, so one it does not implement would be dropped without a word and the outputs silently differ from
+# the model's (GPT-OSS's `s_aux` sinks once were). `unsupported_kwargs` names every other one whose value is not
+# None / False / 0 (and `is_causal=False`), and TargetModel refuses the model at load (its probe forward), never
+# mid-generation. The lists come from a survey of transformers 5.17's decoders (Llama, Mistral, Qwen 2/3, Phi-3,
+# Gemma 1-3, OLMo 2, Granite, StableLM, Cohere 1/2, Starcoder2, Mixtral, Qwen3-MoE, GPT-OSS, DeepSeek V2/V3,
+# Llama 4, SmolLM3, GLM-4, EXAONE 4, Helium, ERNIE 4.5, Seed-OSS): they pass scaling, dropout 0.0, sliding_window,
+# softcap (Gemma 2), s_aux (GPT-OSS), position_ids and the forward's flags. Passed elsewhere and refused:
+# DeepSeek V3.2's sparse `indices`, MiniMax's `block_indices`, T5-style `position_bias`.
+HANDLED_KWARGS = frozenset({
+    "scaling", "sliding_window", "softcap",  # the score scale, the window (a mask), Gemma 2's logit softcap
+    "s_aux",  # GPT-OSS's per-head sink logits (_manual_attention)
+    "dropout",  # the model is in eval mode: always 0.0 (a non-zero value is refused)
+    "is_causal",  # True or None: the cache's mask is causal; False (bidirectional) is refused
+})
+HARMLESS_KWARGS = frozenset({
+    "position_ids",  # RoPE is applied before attention; HF's eager/SDPA ignore it (flash only detects packing)
+    "use_cache", "output_hidden_states",  # TargetModel.forward's own flags, passed down by the model's **kwargs
+})
+
+
+def unsupported_kwargs(module, attention_mask, kwargs: dict) -> list[str]:
+    """Names of the attention arguments (from one call of `module`) whose effect static_attention would drop.
+
+    `attention_mask` too: transformers builds none for this implementation (no padding; the cache masks by
+    position), so a mask at the probe is the module's own (Doge's learned dynamic mask) unless plainly causal."""
+    bad = [] if attention_mask is None or _plain_causal(attention_mask) else ["attention_mask"]
+    for name, value in kwargs.items():
+        if name == "is_causal":
+            ok = value is not False
+        elif name == "dropout":
+            ok = not value
+        else:
+            ok = name in HANDLED_KWARGS or name in HARMLESS_KWARGS or _trivial(value)
+        if not ok:
+            bad.append(name)
+    if "is_causal" not in kwargs and getattr(module, "is_causal", True) is False:  # SDPA's default: bidirectional
+        bad.append("is_causal")
+    return bad
+
+
+def _plain_causal(mask: torch.Tensor) -> bool:
+    allowed = mask if mask.dtype == torch.bool else mask == 0
+    t, s = allowed.shape[-2:]
+    causal = torch.ones(t, s, dtype=torch.bool, device=mask.device).tril(s - t)
+    return bool((allowed == causal).all())
+
+
+def _trivial(value) -> bool:
+    return value is None or (isinstance(value, (bool, int, float)) and not value)
+
+
 def static_attention(module, query, key, value, attention_mask, scaling=None, sliding_window=None,
                      softcap=None, dropout=0.0, **kwargs):
     """transformers attention signature: query [b, Hq, T, D], key/value [b, Hkv, T, D] -> [b, T, Hq, D]."""

@@ -177,6 +177,7 @@ class TargetModel(TargetBase):
         self.max_positions = min(self.max_positions, _causal_limit(self.config, modules))
         self.model.set_attn_implementation(static_cache.ATTN_IMPLEMENTATION)
         self._ropes = [LengthwiseRope(m, self.state) for m in _length_dependent_rotaries(self.model)]
+        self._shapes = self._probe()  # at load: also refuses attention kwargs the static cache would drop
 
     def compile_layers(self) -> None:
         """torch.compile each decoder layer (fuses norms, RoPE, MLP elementwise): fewer, bigger kernels.
@@ -194,10 +195,10 @@ class TargetModel(TargetBase):
                 return
 
     def allocate(self, batch_size: int, capacity: int) -> None:
-        """Preallocate K/V for `batch_size` sequences of up to `capacity` positions (shapes probed once)."""
+        """Preallocate K/V for `batch_size` sequences of up to `capacity` positions (shapes probed at load)."""
         if batch_size == self.batch_size and capacity == self.capacity:
             return
-        shapes = self._probe_shapes()
+        shapes = self._shapes
         self.state.k = [None] * self.num_layers
         self.state.v = [None] * self.num_layers
         for layer, (n_kv, k_dim, v_dim) in shapes.items():  # MLA (DeepSeek): values narrower than keys
@@ -207,14 +208,18 @@ class TargetModel(TargetBase):
             rope.build(capacity)
         self.batch_size, self.capacity = batch_size, capacity
 
-    def _probe_shapes(self) -> dict[int, tuple[int, int, int]]:
-        """Per cached layer: K/V heads, key head size, value head size."""
+    def _probe(self) -> dict[int, tuple[int, int, int]]:
+        """One 2-token forward with a recording attention -> per cached layer: K/V heads, key head size, value
+        head size. Raises ConfigError if an attention module passes an argument static_attention does not
+        implement (see static_cache.HANDLED_KWARGS)."""
         shapes: dict[int, tuple[int, int, int]] = {}
+        unsupported: dict[str, None] = {}
 
-        def record(module, query, key, value, *args, **kwargs):
+        def record(module, query, key, value, attention_mask, **kwargs):
             binding = module._dflashkit_binding
             if binding.writes:
                 shapes[binding.cache_layer] = (key.shape[1], key.shape[3], value.shape[3])
+            unsupported.update(dict.fromkeys(static_cache.unsupported_kwargs(module, attention_mask, kwargs)))
             return torch.zeros(query.shape[0], query.shape[2], query.shape[1], value.shape[3],
                                dtype=query.dtype, device=query.device), None
 
@@ -223,10 +228,18 @@ class TargetModel(TargetBase):
         AttentionInterface.register(static_cache.ATTN_IMPLEMENTATION, record)
         try:
             with torch.inference_mode():
-                ids = torch.zeros(1, 1, dtype=torch.long, device=self.device)
-                self.model(input_ids=ids, position_ids=ids, use_cache=False)
+                ids = torch.zeros(1, 2, dtype=torch.long, device=self.device)
+                self.model(input_ids=ids, position_ids=torch.arange(2, device=self.device)[None], use_cache=False)
+        except (RuntimeError, TypeError, ValueError, AttributeError) as e:  # the model's own forward cannot run
+            raise ConfigError(f"{type(self.model).__name__}: a 2-token forward at load failed "
+                              f"({type(e).__name__}: {e}); the generic target path cannot run this model") from e
         finally:
             static_cache.register()
+        if unsupported:
+            names = ", ".join(f"`{n}`" for n in unsupported)
+            raise ConfigError(f"{getattr(self.config, 'model_type', type(self.model).__name__)} passes {names} to its "
+                              "attention, which dflashkit's static cache does not implement: outputs would differ "
+                              "from the model's, so it is refused (please report it)")
         return shapes
 
     # ------------------------------------------------------------------ forward
