@@ -28,5 +28,5 @@ done
 for arm in A B; do
     echo "== $arm"
     cat "$OUT/$arm/summary.txt" 2>/dev/null
-    grep -v '"event"' "$OUT/$arm/log.jsonl" 2>/dev/null | tail -2
+    grep -v '"event"' "$OUT/$arm/log.jsonl" 2>/dev/null | tail -2 || true  # the last training log lines
 done | tee "$REPORT"
