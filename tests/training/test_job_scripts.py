@@ -24,7 +24,8 @@ out=""; prev=""
 for a in "$@"; do [[ $prev == "--out" ]] && out=$a; prev=$a; done
 case $cmd in
   datagen) mkdir -p "$out"; echo '{}' > "$out/datagen.json"; echo '{"datagen": {"rows": 1}}' ;;
-  train) mkdir -p "$out/draft"; echo '{"event": "done", "step": 1}' > "$out/log.jsonl"; echo '{}' > "$out/train_config.json" ;;
+  train) mkdir -p "$out/draft"; echo '{"event": "done", "step": 1}' > "$out/log.jsonl"
+         echo '{}' > "$out/train_config.json" ;;
   eval) echo '{"tau": 1.0}' > "$out" ;;
 esac
 '''
