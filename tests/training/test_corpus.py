@@ -115,7 +115,7 @@ def test_corpus_rows_are_the_prompt_then_the_answer_to_its_end_of_turn():
     stats = {k: 0 for k in ("rows", "response_tokens", "skipped_long", "no_answer", "template_mismatch")}
     encode = lambda m: chat_prompt(tok, m)  # noqa: E731
     dialogue = [("What is a cat?", "A small animal."), ("And a dog?", "A larger one."), ("Why?", None)]
-    rows = corpus_rows(dialogue, tok, encode, [tok.eos_token_id], 200, 50, stats)
+    rows = corpus_rows(dialogue, tok, [tok.eos_token_id], 200, 50, stats)
     end = tok.convert_tokens_to_ids("<end_of_turn>")
     first = encode([{"role": "user", "content": "What is a cat?"}])
     assert rows[0].tokens == first + tok.encode("A small animal.", add_special_tokens=False) + [end]
@@ -124,9 +124,9 @@ def test_corpus_rows_are_the_prompt_then_the_answer_to_its_end_of_turn():
                      {"role": "user", "content": "And a dog?"}])
     assert rows[1].tokens == second + tok.encode("A larger one.", add_special_tokens=False) + [end]
     assert len(rows) == 2 and stats["no_answer"] == 1 and stats["rows"] == 2
-    cut = corpus_rows(dialogue, tok, encode, [end], 200, 4, dict.fromkeys(stats, 0))
+    cut = corpus_rows(dialogue, tok, [end], 200, 4, dict.fromkeys(stats, 0))
     assert [len(r.tokens) - r.response_start for r in cut] == [4, 4]
-    assert corpus_rows(dialogue, tok, encode, [end], 20, 50, stats) == [] and stats["skipped_long"] == 1
+    assert corpus_rows(dialogue, tok, [end], 20, 50, stats) == [] and stats["skipped_long"] == 1
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,7 @@ def corpus_setup(tmp_path_factory):
                  for i, w in enumerate(["cats", "dogs", "seas", "hills", "rain", "snow"] * 4)]
     corpus = root / "corpus"
     encode = lambda m: chat_prompt(tok, m)  # noqa: E731
-    run_corpus(dialogues, corpus, tok, encode, [tok.eos_token_id], 200, 64, shard_size=8, progress=False)
+    run_corpus(dialogues, corpus, tok, [tok.eos_token_id], 200, 64, shard_size=8, progress=False)
     (corpus / "datagen.json").write_text(json.dumps({"answers": "corpus"}))
     own = root / "own"
     own.mkdir()

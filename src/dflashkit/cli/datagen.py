@@ -53,7 +53,6 @@ def run(args) -> int:
     from ..models.loading import load_target, resolve_dtype
     from ..training.datagen import run_datagen
     from ..training.prompts import load_dialogues
-    from ..training.shards import tokenizer_fingerprint
 
     _check(args)
     out = output_dir(args.out, "--out")
@@ -87,10 +86,7 @@ def run(args) -> int:
                     max_length=args.max_prompt_tokens + args.max_new_tokens + 8, speculative=False,
                     compile=args.compile)
     _check_context(args, gen.max_length)
-    fingerprint = tokenizer_fingerprint(tokenizer)
-    if fingerprint:  # train checks its target's tokenizer against this; a resume must not mix two tokenizers
-        _check_same_settings(out / "datagen.json", {"tokenizer": fingerprint}, ConfigError, missing_ok=True)
-        settings["tokenizer"] = fingerprint
+    _record_tokenizer(out, settings, tokenizer)
     # written once the model loaded: a mistyped --model must not claim the directory for its settings
     _write_settings(out, settings, heldout)
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
@@ -110,33 +106,33 @@ def run(args) -> int:
 
 def _corpus(args, out: Path, settings: dict, dialogues: list, heldout: list, excluded: int) -> int:
     """--answers corpus: the tokenizer and chat template of the target, no weights on any device."""
-    from transformers import AutoTokenizer
-
-    from ..engine.generator import chat_prompt
-    from ..models.loading import resolve_target
+    from ..models.loading import load_tokenizer, resolve_target
     from ..training.corpus import end_token_ids, run_corpus
-    from ..training.shards import tokenizer_fingerprint
 
     directory = resolve_target(args.model)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(directory))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"could not load the tokenizer of {directory} ({type(exc).__name__})") from exc
-    fingerprint = tokenizer_fingerprint(tokenizer)
-    if fingerprint:
-        _check_same_settings(out / "datagen.json", {"tokenizer": fingerprint}, ConfigError, missing_ok=True)
-        settings["tokenizer"] = fingerprint
+    tokenizer = load_tokenizer(directory)
+    _record_tokenizer(out, settings, tokenizer)
     _write_settings(out, settings, heldout)
     print(f"datagen: {len(dialogues)} conversations' own answers ({excluded} benchmark prompts excluded, "
           f"{len(heldout)} held out) -> {out}", file=sys.stderr)
-    stats = run_corpus(dialogues, out, tokenizer, lambda m: chat_prompt(tokenizer, m),
-                       end_token_ids(directory, tokenizer), args.max_prompt_tokens, args.max_new_tokens,
+    stats = run_corpus(dialogues, out, tokenizer, end_token_ids(directory, tokenizer), args.max_prompt_tokens,
+                       args.max_new_tokens,
                        shard_size=args.shard_size, progress=not args.no_progress, meta=settings)
     print(json.dumps({"datagen": stats}), flush=True)
     if not stats["rows"] and not list(out.glob("shard-*.safetensors")):
         raise ConfigError(f"{args.prompts} holds no answered turns to keep (--answers corpus needs assistant "
                           "messages after the user turns, e.g. ShareGPT 'gpt' turns)")
     return 0
+
+
+def _record_tokenizer(out: Path, settings: dict, tokenizer) -> None:
+    """train checks its target's tokenizer against this fingerprint; a resume must not mix two tokenizers."""
+    from ..training.shards import tokenizer_fingerprint
+
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    if fingerprint:
+        _check_same_settings(out / "datagen.json", {"tokenizer": fingerprint}, ConfigError, missing_ok=True)
+        settings["tokenizer"] = fingerprint
 
 
 def _write_settings(out: Path, settings: dict, heldout: list) -> None:

@@ -126,7 +126,7 @@ def resolve_target(name_or_path: str | None) -> Path:
 def load_target(name_or_path: str | None, dtype: torch.dtype | str | None = None,
                 device: str | torch.device | None = None):
     """-> (transformers causal LM in eval mode, tokenizer)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     device = resolve_device(device or "cpu")
     directory = resolve_target(name_or_path)
@@ -135,12 +135,18 @@ def load_target(name_or_path: str | None, dtype: torch.dtype | str | None = None
         model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"could not load target model from {directory}: {exc}") from exc
+    return model.to(device).eval(), load_tokenizer(directory)
+
+
+def load_tokenizer(directory: str | Path):
+    """The tokenizer saved beside a target's weights (datagen --answers corpus needs nothing else)."""
+    from transformers import AutoTokenizer
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        return AutoTokenizer.from_pretrained(str(directory))
     except (OSError, ValueError) as exc:  # no tokenizer files next to the weights
         raise ConfigError(f"could not load the tokenizer of {directory} ({type(exc).__name__}): save the "
                           "tokenizer (tokenizer.json / tokenizer.model ...) next to the weights") from exc
-    return model.to(device).eval(), tokenizer
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
+from ..engine.generator import chat_text, encode_chat
+from .datagen import progress_bar
 from .shards import Row, shard_is_complete, shard_path, write_shard
 
 Dialogue = list[tuple[str, "str | None"]]  # (user turn, corpus answer or None)
@@ -39,25 +41,27 @@ def end_token_ids(directory: str | Path, tokenizer) -> list[int]:
     return [] if ids is None else [int(ids)]
 
 
-def answer_ids(tokenizer, messages: list[dict], answer: str, stop_ids: Iterable[int]) -> list[int] | None:
-    """Token ids the target would have to generate after the chat's prompt (`messages`, assistant turn opened)
-    to say `answer`, up to its end-of-turn token (None: the template does not extend that prompt with the
-    answer, so there is no such continuation to learn)."""
+def prompt_and_answer(tokenizer, messages: list[dict], answer: str,
+                      stop_ids: Iterable[int]) -> tuple[list[int], list[int] | None]:
+    """The chat's prompt ids (`messages`, assistant turn opened) and the ids the target would have to generate
+    after it to say `answer`, up to its end-of-turn token (None: the template does not extend that prompt with
+    the answer, so there is no such continuation to learn)."""
+    head = chat_text(tokenizer, messages)  # rendered once: the prompt's text and the answer's left edge
+    prompt = encode_chat(tokenizer, head)
     if not getattr(tokenizer, "chat_template", None):
         ids = tokenizer.encode(" " + answer, add_special_tokens=False)
     else:
-        head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": answer}], tokenize=False)
         if not full.startswith(head):  # e.g. a template that rewrites earlier turns once an answer follows
-            return None
+            return prompt, None
         ids = tokenizer.encode(full[len(head):], add_special_tokens=False)
     stops = set(stop_ids)
     end = next((i for i, t in enumerate(ids) if t in stops), None)
-    return ids[:end + 1] if end is not None else ids
+    return prompt, ids[:end + 1] if end is not None else ids
 
 
-def corpus_rows(dialogue: Dialogue, tokenizer, encode: Callable[[list[dict]], list[int]], stop_ids: list[int],
-                max_prompt_tokens: int, max_new_tokens: int, stats: dict) -> list[Row]:
+def corpus_rows(dialogue: Dialogue, tokenizer, stop_ids: list[int], max_prompt_tokens: int, max_new_tokens: int,
+                stats: dict) -> list[Row]:
     """One row per answered turn, up to the first turn that cannot be one (no answer, prompt too long)."""
     rows, messages = [], []
     for question, answer in dialogue:
@@ -65,11 +69,10 @@ def corpus_rows(dialogue: Dialogue, tokenizer, encode: Callable[[list[dict]], li
         if not answer or not answer.strip():
             stats["no_answer"] += 1
             break
-        prompt = encode(messages)
+        prompt, ids = prompt_and_answer(tokenizer, messages, answer, stop_ids)
         if len(prompt) > max_prompt_tokens:
             stats["skipped_long"] += 1
             break
-        ids = answer_ids(tokenizer, messages, answer, stop_ids)
         if ids is None:
             stats["template_mismatch"] += 1
             break
@@ -82,9 +85,9 @@ def corpus_rows(dialogue: Dialogue, tokenizer, encode: Callable[[list[dict]], li
     return rows
 
 
-def run_corpus(dialogues: list[Dialogue], out_dir: str | Path, tokenizer, encode: Callable[[list[dict]], list[int]],
-               stop_ids: list[int], max_prompt_tokens: int, max_new_tokens: int, shard_size: int = 512,
-               progress: bool = True, meta: dict | None = None) -> dict:
+def run_corpus(dialogues: list[Dialogue], out_dir: str | Path, tokenizer, stop_ids: list[int],
+               max_prompt_tokens: int, max_new_tokens: int, shard_size: int = 512, progress: bool = True,
+               meta: dict | None = None) -> dict:
     """Write the corpus's answered turns as shards (the datagen layout and resume rule); returns a summary."""
     start = time.time()
     Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -92,12 +95,12 @@ def run_corpus(dialogues: list[Dialogue], out_dir: str | Path, tokenizer, encode
              "written": 0}
     n_shards = math.ceil(len(dialogues) / shard_size)
     todo = [s for s in range(n_shards) if not shard_is_complete(shard_path(out_dir, s))]
-    bar = _bar(progress, len(dialogues), (n_shards - len(todo)) * shard_size)
+    bar = progress_bar(progress, len(dialogues), (n_shards - len(todo)) * shard_size, "corpus", "conv")
     for s in todo:
         chunk = dialogues[s * shard_size:(s + 1) * shard_size]
         rows = []
         for d in chunk:
-            rows += corpus_rows(d, tokenizer, encode, stop_ids, max_prompt_tokens, max_new_tokens, stats)
+            rows += corpus_rows(d, tokenizer, stop_ids, max_prompt_tokens, max_new_tokens, stats)
         write_shard(shard_path(out_dir, s), rows, True, meta)
         stats["written"] += 1
         bar.update(len(chunk))
@@ -106,8 +109,3 @@ def run_corpus(dialogues: list[Dialogue], out_dir: str | Path, tokenizer, encode
     stats["elapsed_s"] = round(time.time() - start, 1)
     return stats
 
-
-def _bar(enabled: bool, total: int, initial: int):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=min(initial, total), desc="corpus", unit="conv", disable=not enabled)

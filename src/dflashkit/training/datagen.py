@@ -46,7 +46,7 @@ def run_datagen(gen: Generator, conversations: list[list[str]], out_dir, encode:
     queue = [_Job(s, c, 0) for s in todo for c in range(s * shard_size, min((s + 1) * shard_size, len(conversations)))]
     queue.reverse()  # pop() from the end = prompt order
     running: dict[int, _Job] = {}
-    bar = _bar(progress, len(conversations), len(conversations) - sum(st.pending for st in shards.values()))
+    bar = progress_bar(progress, len(conversations), len(conversations) - sum(st.pending for st in shards.values()))
     stats = {"rows": 0, "response_tokens": 0, "skipped_long": 0, "written": 0, "timed_out": False}
     timing0 = dict(gen.timing)
     gen.admit_min = max(1, gen.max_batch // 8)  # refill in groups: one eager prefill per many finished answers
@@ -131,17 +131,8 @@ def _write(out_dir, shard: int, state: _ShardState, complete: bool, meta: dict |
     write_shard(shard_path(out_dir, shard), rows, complete, meta)
 
 
-def _bar(enabled: bool, total: int, initial: int):
-    if not enabled:
-        return _NoBar()
+def progress_bar(enabled: bool, total: int, initial: int, desc: str = "datagen", unit: str = "prompt"):
+    """A tqdm bar, or one that shows nothing (`--no-progress`); datagen and corpus rows share it."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc="datagen", unit="prompt", smoothing=0.05)
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+    return tqdm(total=total, initial=min(initial, total), desc=desc, unit=unit, smoothing=0.05, disable=not enabled)
