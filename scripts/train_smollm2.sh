@@ -35,6 +35,9 @@ MAX_LEN=${MAX_LEN:-1152}      # training sequences are cut to this many tokens (
 CORPUS=${CORPUS:-0}           # 1: also train on the corpus's own answers (datagen --answers corpus, made on the CPU
                               # while the GPU answers; train learns the target's own labels there: training.md)
 PHASES=${PHASES:-"datagen train eval"}  # e.g. PHASES=datagen once, then several "train eval" runs on its data
+WARM=${WARM:-auto}            # 1: compile training's GPU kernels during datagen, in a 40-step run on random rows, so
+                              # training starts from PyTorch's on-disk caches (its first 13 steps took 146 s of a 660 s
+                              # budget in run 8: training.md); auto: 1 on a GPU when datagen and train run here
 RUN=${RUN:-$WORK/run}
 
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
@@ -48,6 +51,12 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || tr
 python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 
 DATA=("$WORK/data")
+if [[ $WARM == auto ]]; then
+    WARM=0
+    if [[ $PHASES == *datagen* && $PHASES == *train* && $ATTENTION != sdpa ]] && nvidia-smi -L > /dev/null 2>&1; then
+        WARM=1
+    fi
+fi
 [[ $CORPUS == 1 ]] && DATA+=("$WORK/corpus")
 if [[ $PHASES == *datagen* ]]; then
     if [[ $CORPUS == 1 ]]; then  # CPU only: runs beside the GPU's datagen, same prompts, split and limits
@@ -56,6 +65,18 @@ if [[ $PHASES == *datagen* ]]; then
             --heldout 32 --turns "$TURNS" --max-new-tokens "$MAX_NEW" --max-prompt-tokens "$MAX_PROMPT" \
             --shard-size 1024 --no-progress > "$WORK/corpus.log" 2>&1 &
         corpus_pid=$!
+    fi
+    if [[ $WARM == 1 ]]; then  # the same drafter shape and step shape as the real run; the answers do not matter
+        stamp "kernel warm-up (random rows, in the background)"
+        ( python "$(dirname "$0")/synthetic_rows.py" "$WORK/warm-data" --rows $((BATCH * 40)) --max-len "$MAX_LEN" \
+              --vocab 8192 &&
+          timeout 900 python -m dflashkit.cli.main train --target "$TARGET" --data "$WORK/warm-data" \
+              --out "$WORK/warm-run" --no-resume \
+              --num-layers "$LAYERS" --block-size 16 --init "$INIT" --anchors "$ANCHORS" --batch-size "$BATCH" \
+              --lr "$LR" --loss-vocab 8192 --gamma "$GAMMA" --warmup-steps 5 --max-len "$MAX_LEN" \
+              --attention "$ATTENTION" --max-steps 40 --save-every 1000 --log-every 10 --eval-num 0 \
+              --no-tensorboard ) > "$WORK/warm.log" 2>&1 &
+        warm_pid=$!
     fi
     stamp "datagen (${DATAGEN_S}s budget)"
     dflash datagen --model "$TARGET" --prompts "$PROMPTS" --out "$WORK/data" --max-prompts 100000 --heldout 32 \
@@ -70,6 +91,10 @@ if [[ $PHASES == *datagen* ]]; then
 fi
 [[ $PHASES == *train* || $PHASES == *eval* ]] || { stamp "done"; exit 0; }
 
+if [[ -n ${warm_pid:-} ]]; then
+    if wait "$warm_pid"; then stamp "kernel warm-up done"
+    else stamp "kernel warm-up failed (training compiles its own kernels; see $WORK/warm.log)"; fi
+fi
 if [[ $PHASES == *train* ]]; then
     stamp "train (${TRAIN_S}s budget, init $INIT)"
     dflash train --target "$TARGET" --data "${DATA[@]}" --out "$RUN" --num-layers "$LAYERS" --block-size 16 \

@@ -78,3 +78,33 @@ def test_compare_corpus_labels_trains_arm_a_without_and_arm_b_with_the_corpus(fa
     text = report.read_text()
     assert "== A" in text and "== B" in text and text.count('"tau": 1.0') == 2
     assert json.loads((tmp / "cmp" / "B" / "tau.json").read_text()) == {"tau": 1.0}
+
+
+def test_train_smollm2_warms_the_kernels_during_datagen_with_the_real_runs_shapes(fake_env):
+    env, tmp = fake_env
+    done = subprocess.run(["bash", "scripts/train_smollm2.sh"], cwd=ROOT, capture_output=True, text=True,
+                          env={**env, "WARM": "1", "LAYERS": "3", "BATCH": "4", "MAX_LEN": "256",
+                               "OUT": str(tmp / "out")}, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "kernel warm-up done" in done.stdout
+    calls = _calls(tmp)
+    assert sorted(c.split()[0] for c in calls) == ["datagen", "eval", "train", "train"]
+    warm = next(i for i, c in enumerate(calls) if f"--out {tmp}/work/warm-run" in c)
+    real = next(i for i, c in enumerate(calls) if f"--out {tmp}/work/run " in c)
+    assert warm < real  # training waits for the warm-up
+    for flag in ("--num-layers 3", "--batch-size 4", "--anchors 128", "--max-len 256", "--attention auto"):
+        assert flag in calls[warm] and flag in calls[real]
+    from dflashkit.training.dataset import SequenceData
+
+    rows = SequenceData([tmp / "work" / "warm-data"], max_len=256)
+    assert len(rows) == 4 * 40 and int(rows.lengths.max()) <= 256 and rows.max_token < 8192
+
+
+def test_train_smollm2_warm_up_stays_off_without_a_gpu_or_a_datagen(fake_env):
+    env, tmp = fake_env
+    bare = {k: v for k, v in env.items() if k != "WARM"}
+    bare["PATH"] = f"{tmp / 'bin'}:/usr/bin:/bin"  # no nvidia-smi
+    done = subprocess.run(["bash", "scripts/train_smollm2.sh"], cwd=ROOT, capture_output=True, text=True,
+                          env={**bare, "OUT": str(tmp / "out")}, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not any("warm-run" in c for c in _calls(tmp)) and "warm-up" not in done.stdout
