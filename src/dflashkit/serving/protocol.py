@@ -165,7 +165,12 @@ def validate(schema: type[_Strict], body: dict) -> _Strict:
 def _validation_error(exc: ValidationError) -> APIError:
     """The first field's problem (its deepest error), phrased like OpenAI's messages; its dotted path is `param`."""
     err = _deepest(exc.errors())
-    param = ".".join(str(p) for p in err["loc"] if not _is_type_tag(p)) or None
+    loc = err["loc"]
+    # an unknown or missing field's last entry is the key itself, whatever it looks like: a typo such as
+    # `Temperature` was taken for a union tag and reported as "Unrecognized request argument supplied: None"
+    keyed = err["type"] in ("extra_forbidden", "missing")
+    parts = [p for p in (loc[:-1] if keyed else loc) if not _is_type_tag(p)] + list(loc[-1:] if keyed else ())
+    param = ".".join(str(p) for p in parts) or None
     if err["type"] == "extra_forbidden":
         return bad_request(f"Unrecognized request argument supplied: {param}", param, "unrecognized_argument")
     if err["type"] == "missing":
