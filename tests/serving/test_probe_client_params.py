@@ -36,3 +36,11 @@ def test_union_member_tags_still_stay_out_of_the_path():
     assert error_of(chat_request, {"messages": HI, "stop": ["a", 1]}).param == "stop.1"
     error = error_of(chat_request, {"messages": [{"role": "user", "content": [{"text": "x"}]}]})
     assert error.param == "messages.0.content.0.type" and error.code == "missing_required_parameter"
+
+
+def test_successors_of_user_are_accepted_like_user():
+    """openai's client documents `user` as "being replaced by `safety_identifier` and `prompt_cache_key`": both
+    were a 400 unrecognized_argument, while `user` itself was accepted."""
+    body = {"messages": HI, "user": "u1", "safety_identifier": "hash-of-u1", "prompt_cache_key": "app-1"}
+    assert chat_request(body)[1].messages[-1]["content"] == "hi"
+    assert error_of(chat_request, {"messages": HI, "safety_identifier": 5}).param == "safety_identifier"

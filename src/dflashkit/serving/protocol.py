@@ -82,6 +82,10 @@ class ChatRequest(_Sampling):
     response_format: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
     store: bool | None = None
+    # accepted, unused, as `user` is: openai's client documents both as its replacements (a caller's label and a
+    # cache hint, neither changes the answer); following that advice was a 400 unrecognized_argument
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
 
 
 class CompletionRequest(_Sampling):
