@@ -54,14 +54,23 @@ class CountResponses:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         status = [500]  # if the app dies before answering
+        ended = [False]  # the last body part went out
 
         async def watch(message):
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                ended[0] = True
             await send(message)
 
         try:
             await self.app(scope, receive, watch)
+        except ClientDisconnect:
+            status[0] = 499
+            raise
         finally:
+            # a stream whose client left midway had sent its 200 already: it was counted as a whole answer
+            if status[0] == 200 and not ended[0]:
+                status[0] = 499
             endpoint = scope["path"] if scope["path"] in ENDPOINTS else "other"
             self.metrics.record(lambda m: m.requests.inc(endpoint=endpoint, status=str(status[0])))
