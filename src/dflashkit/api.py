@@ -40,17 +40,22 @@ def load(model: str | None = None, draft: str | None = None, *, device: str | No
     dtype = resolve_dtype(dtype, device)
     hf_model, tokenizer = load_target(model, dtype, device)
     target = make_target(hf_model, tokenizer, fast=fast_target)
-    drafter = load_draft(draft, target, is_default_target=model in (None, "", DEFAULT_TARGET))
+    drafter = load_draft(draft, target, is_default_target=model in (None, "", DEFAULT_TARGET), speculative=speculative)
     gen = Generator(target, drafter, tokenizer, block_size=block_size, max_batch=max_batch,
                     max_length=max_length, speculative=speculative, compile=compile, draft_vocab=draft_vocab)
     gen.draft_source = getattr(drafter, "source", None)
     return gen
 
 
-def load_draft(draft: str | None, target: TargetBase, is_default_target: bool) -> DFlashDraft | None:
+def load_draft(draft: str | None, target: TargetBase, is_default_target: bool,
+               speculative: bool = True) -> DFlashDraft | None:
+    """`speculative=False` with no drafter given: None, since plain decoding needs none (`generate
+    --autoregressive`, `serve --no-speculative` and `bench --mode ar` refused any target but the default)."""
     if draft is None and is_default_target:
         shipped = default_draft_dir()
         draft = str(shipped) if shipped is not None else RANDOM_DRAFT
+    if draft is None and not speculative:
+        return None
     if draft is None:
         raise ConfigError("no drafter given for this target: pass draft=<hub id or dir> (--draft), or "
                           "draft='random' for an untrained one (correct but slow; for testing)")

@@ -45,3 +45,19 @@ def tiny_generator_loader(max_positions: int = 64):
                          max_length=max_length, speculative=speculative)
 
     return load
+
+
+def save_tiny_model(directory) -> str:
+    """A random float32 Llama and a character-level fast tokenizer saved as a model directory: what `--model DIR`
+    loads through the real `dflashkit.api.load`, with no drafter beside it."""
+    from tiny_models import tiny_hf
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = ["<unk>", "<eos>"] + [chr(i) for i in range(32, 127)]
+    backend = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(vocab)}, merges=[], unk_token="<unk>"))
+    backend.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", eos_token="<eos>")
+    tiny_hf("llama", vocab=len(vocab), dtype=torch.float32).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from clikit import run_cli
+from clikit import run_cli, save_tiny_model
 
 from dflashkit.cli.eval import _fit
 from dflashkit.errors import ConfigError
@@ -39,3 +39,16 @@ def test_bench_output_that_is_a_file_fails_before_the_run(capsys, tmp_path):
     blocker.write_text("not a directory")
     code, err = run_cli(capsys, "bench", "--model", "/nonexistent", "--output", str(blocker))
     assert code == 2 and "--output" in err and "is a file" in err
+
+
+def test_bench_mode_ar_needs_no_drafter(capsys, tmp_path):
+    """`--mode ar` times plain decoding only: a target given without --draft was refused ('no drafter given')."""
+    import json
+
+    model = save_tiny_model(tmp_path / "target")
+    code, err = run_cli(capsys, "bench", "--model", model, "--device", "cpu", "--mode", "ar", "--num-prompts", "1",
+                        "--max-new-tokens", "2", "--warmup", "0", "--no-plots", "--no-progress",
+                        "--output", str(tmp_path / "out"))
+    assert code == 0, err
+    (report,) = (tmp_path / "out").glob("*.json")
+    assert [run["mode"] for run in json.loads(report.read_text())["runs"]] == ["ar"]

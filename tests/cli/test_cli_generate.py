@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from clikit import run_cli, tiny_generator_loader
+from clikit import run_cli, save_tiny_model, tiny_generator_loader
 
 GEN = ("generate", "--no-chat", "--no-stream")
 
@@ -49,3 +49,17 @@ def test_block_size_one_stats_line(capfd, monkeypatch):
     assert stats["mode"] == "autoregressive" and stats["completion_tokens"] == 3
     assert main([*GEN, "hello", "--max-new-tokens", "3", "--block-size", "4", "--json"]) == 0
     assert json.loads(capfd.readouterr().out.strip().splitlines()[-1])["mode"] == "dflash"
+
+
+def test_autoregressive_needs_no_drafter(capfd, tmp_path):
+    """Plain decoding of a target with no drafter given (not the embedded default): it was refused with 'no drafter
+    given for this target', though --autoregressive decodes without one."""
+    from dflashkit.cli.main import main
+
+    model = save_tiny_model(tmp_path / "target")
+    assert main([*GEN, "hello", "--model", model, "--device", "cpu", "--max-new-tokens", "3", "--json",
+                 "--autoregressive"]) == 0
+    stats = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+    assert stats["mode"] == "autoregressive" and stats["completion_tokens"] == 3
+    code, err = run_cli(capfd, *GEN, "hello", "--model", model, "--device", "cpu", "--max-new-tokens", "3")
+    assert code == 2 and "no drafter given" in err  # DFlash still needs one

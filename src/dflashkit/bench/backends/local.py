@@ -36,7 +36,7 @@ class LocalBackend(Backend):
     def setup(self, concurrencies: list[int]) -> None:
         if self.gen is None:
             self.gen = _load(self.model, self.draft, self.device, self.dtype, self.block_size, max(concurrencies),
-                             self.max_length, self.compile, self.draft_vocab)
+                             self.max_length, self.compile, self.draft_vocab, "dflash" in self.modes)
         positions = getattr(getattr(self.gen, "target", None), "max_positions", None)
         if self.max_length is not None and positions is not None and self.max_length > positions:
             # the engine clamps it to the model's positions, and the report would record the asked length
@@ -103,7 +103,9 @@ class LocalBackend(Backend):
                 "draft_vocab": _draft_vocab(gen)}
 
 
-def _load(model, draft, device, dtype, block_size, max_batch, max_length=None, compile=False, draft_vocab=None):
+def _load(model, draft, device, dtype, block_size, max_batch, max_length=None, compile=False, draft_vocab=None,
+          speculative=True):
+    """`speculative=False` (--mode ar): a target without a drafter loads too; AR needs none."""
     try:
         import dflashkit
     except ImportError as exc:
@@ -112,7 +114,7 @@ def _load(model, draft, device, dtype, block_size, max_batch, max_length=None, c
     if load is None:
         raise BenchError("this dflashkit build has no engine (dflashkit.load): use --backend hf or openai")
     options = {"device": device, "dtype": dtype, "block_size": block_size, "max_batch": max_batch,
-               "max_length": max_length, "compile": compile, "draft_vocab": draft_vocab}
+               "max_length": max_length, "compile": compile, "draft_vocab": draft_vocab, "speculative": speculative}
     accepted = inspect.signature(load).parameters
     try:
         return load(model, draft, **{k: v for k, v in options.items() if k in accepted})
