@@ -52,3 +52,15 @@ def test_bench_mode_ar_needs_no_drafter(capsys, tmp_path):
     assert code == 0, err
     (report,) = (tmp_path / "out").glob("*.json")
     assert [run["mode"] for run in json.loads(report.read_text())["runs"]] == ["ar"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--timeout", "-1"), "--timeout must be a number of seconds > 0"),  # was a ValueError traceback from the socket
+    (("--timeout", "0"), "--timeout must be a number of seconds > 0"),
+    (("--timeout", "nan"), "--timeout must be a number of seconds > 0"),
+    (("--temperature", "nan"), "--temperature must be a finite number >= 0"),
+])
+def test_bench_rejects_bad_numbers_before_the_run(capsys, tmp_path, flags, message):
+    code, err = run_cli(capsys, "bench", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1",
+                        "--output", str(tmp_path), *flags)
+    assert code == 2 and message in err and "Traceback" not in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 
@@ -91,12 +92,14 @@ def run(args) -> int:
 def _check(args, error) -> None:
     if args.max_new_tokens < 1:
         raise error(f"--max-new-tokens must be >= 1 (got {args.max_new_tokens})")
-    if args.temperature < 0:
-        raise error(f"--temperature must be >= 0 (got {args.temperature})")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):  # NaN passed '< 0' and went to the server
+        raise error(f"--temperature must be a finite number >= 0 (got {args.temperature})")
     if args.block_size is not None and args.block_size < 1:
         raise error(f"--block-size must be >= 1 (got {args.block_size})")
     if args.warmup < 0:
         raise error(f"--warmup must be >= 0 (got {args.warmup})")
+    if not (math.isfinite(args.timeout) and args.timeout > 0):  # a negative one was a traceback from the socket
+        raise error(f"--timeout must be a number of seconds > 0 (got {args.timeout})")
     if args.backend == "openai" and not args.base_url:
         raise error("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
 
