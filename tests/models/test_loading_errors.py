@@ -47,3 +47,25 @@ def test_hub_failure_is_one_line(monkeypatch):
         loading.resolve_dir("someorg/somemodel", ("*.json",))
     assert "\n" not in str(info.value) and "Cannot reach the hub" in str(info.value)
     assert "pass a local directory" in str(info.value)
+
+
+def _tear(path):
+    """Keep the first half of a file, as an interrupted download or copy does."""
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def test_torn_weights_are_one_line(tmp_path):
+    """A half-written model.safetensors (target or drafter) ended in safetensors' own traceback."""
+    from dflashkit import DFlashDraft, TargetModel
+    from dflashkit.models.factory import random_draft
+
+    model = tiny_hf("llama", dtype=torch.float32)
+    random_draft(TargetModel(model), num_layers=1).save_pretrained(tmp_path / "draft")
+    _tear(tmp_path / "draft" / "model.safetensors")
+    with pytest.raises(ConfigError, match=r"could not read the weights .*model.safetensors .*is it complete"):
+        DFlashDraft.from_pretrained(str(tmp_path / "draft"))
+    model.save_pretrained(tmp_path / "target")
+    _tear(tmp_path / "target" / "model.safetensors")
+    with pytest.raises(ConfigError, match="could not load target model from .*target"):
+        loading.load_target(str(tmp_path / "target"), device="cpu")

@@ -44,6 +44,8 @@ def resolve_dir(name_or_path: str | Path, allow_patterns: tuple[str, ...]) -> Pa
 
 
 def load_state_dict(directory: Path) -> dict[str, torch.Tensor]:
+    """A torn file (an interrupted download or copy) is a one-line error naming it, not safetensors' traceback."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     files = sorted(directory.glob("*.safetensors"))
@@ -51,7 +53,10 @@ def load_state_dict(directory: Path) -> dict[str, torch.Tensor]:
         raise ConfigError(f"no *.safetensors weights in {directory}")
     state: dict[str, torch.Tensor] = {}
     for file in files:
-        state.update(load_file(str(file)))
+        try:
+            state.update(load_file(str(file)))
+        except (SafetensorError, OSError) as exc:
+            raise ConfigError(f"could not read the weights {file} ({exc}); is it complete?") from exc
     return state
 
 
@@ -126,6 +131,7 @@ def resolve_target(name_or_path: str | None) -> Path:
 def load_target(name_or_path: str | None, dtype: torch.dtype | str | None = None,
                 device: str | torch.device | None = None):
     """-> (transformers causal LM in eval mode, tokenizer)."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     device = resolve_device(device or "cpu")
@@ -133,7 +139,7 @@ def load_target(name_or_path: str | None, dtype: torch.dtype | str | None = None
     dtype = resolve_dtype(dtype, device)
     try:
         model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:  # SafetensorError: a torn weights file
         raise ConfigError(f"could not load target model from {directory}: {exc}") from exc
     return model.to(device).eval(), load_tokenizer(directory)
 
