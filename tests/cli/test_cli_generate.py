@@ -63,3 +63,21 @@ def test_autoregressive_needs_no_drafter(capfd, tmp_path):
     assert stats["mode"] == "autoregressive" and stats["completion_tokens"] == 3
     code, err = run_cli(capfd, *GEN, "hello", "--model", model, "--device", "cpu", "--max-new-tokens", "3")
     assert code == 2 and "no drafter given" in err  # DFlash still needs one
+
+
+def test_output_piped_into_a_reader_that_leaves_is_no_traceback(tmp_path):
+    """`dflashkit generate ... | head -c 5`: the streamed answer's next write raised BrokenPipeError (a traceback,
+    then Python's 'Exception ignored' about stdout at exit)."""
+    import os
+    import subprocess
+    import sys
+
+    model = save_tiny_model(tmp_path / "target")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "dflashkit.cli.main", *GEN[:2], "hello", "--model", model,
+                             "--draft", "random", "--device", "cpu", "--max-new-tokens", "20"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # before anything is written: every write meets a closed pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # each module defines `register(subparsers)` that adds its parser and sets `func=run`
@@ -35,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader left (`dflashkit generate ... | head`): stop quietly, with the status of a tool that SIGPIPE
+        # ended; stdout goes to /dev/null, or Python's flush at exit fails on the closed pipe once more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
