@@ -76,3 +76,13 @@ def test_counts_travel_with_the_drafter_and_choose_the_size(tmp_path):
     assert Generator(target, plain, max_length=64).draft_ids is None  # no counts: the whole vocabulary
     with pytest.raises(ConfigError, match="token_counts"):
         Generator(target, plain, max_length=64, draft_vocab=512)
+
+
+@pytest.mark.parametrize("text", ['{"counts": [1, 2', '{"what": "no counts"}', '{"counts": [[1], 2]}'])
+def test_a_torn_or_foreign_counts_file_is_one_line(tmp_path, text):
+    """It raised JSONDecodeError / KeyError from every load of the drafter, whatever --draft-vocab said."""
+    target, _, draft = _pruned_pair(vocab=300, keep=0)
+    path = draft.save_pretrained(tmp_path / "d")
+    (path / "token_counts.json").write_text(text)
+    with pytest.raises(ConfigError, match="token_counts.json holds no list of token counts"):
+        DFlashDraft.from_pretrained(path)

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import ConfigError
+
 COUNTS_FILE = "token_counts.json"  # not *.safetensors: loaders that glob weight files (vLLM, ...) would take it
 # auto size: the fewest tokens (in steps of 1024) that cover this share of the counted answers. SmolLM2 on
 # ShareGPT answers (multilingual): 99% -> 15,360 of 49,152 tokens (the shipped 4-turn counts; 23,552 on the
@@ -28,11 +30,16 @@ _STEP = 1024
 
 
 def load_counts(directory: str | Path) -> torch.Tensor | None:
+    """A torn or foreign file is a one-line ConfigError: it was a JSON or KeyError traceback at every load of the
+    drafter, even with --draft-vocab 0."""
     path = Path(directory) / COUNTS_FILE
     if not path.is_file():
         return None
-    data = json.loads(path.read_text())
-    return torch.tensor(data["counts"], dtype=torch.long)
+    try:
+        return torch.tensor(json.loads(path.read_text())["counts"], dtype=torch.long)
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise ConfigError(f"{path} holds no list of token counts ({type(exc).__name__}: {exc}); delete it to draft "
+                          "from every token, or rewrite it with scripts/token_counts.py") from exc
 
 
 def save_counts(directory: str | Path, counts: torch.Tensor) -> None:
