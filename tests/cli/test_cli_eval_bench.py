@@ -64,3 +64,16 @@ def test_bench_rejects_bad_numbers_before_the_run(capsys, tmp_path, flags, messa
     code, err = run_cli(capsys, "bench", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1",
                         "--output", str(tmp_path), *flags)
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_bench_help_names_each_default_once(capsys):
+    """ArgumentDefaultsHelpFormatter added '(default: None)' after the help's own '(default: all)' and the like."""
+    from dflashkit.cli.main import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["bench", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert done.value.code == 0
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert "first N prompts of the dataset (default: all) --" in text
+    assert "most tokens per answer (default: 256)" in text and "(default: 600.0)" in text

@@ -7,10 +7,20 @@ import math
 import sys
 
 
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends '(default: X)' only where the help names no default of its own and X says something: '--num-prompts
+    ... (default: all) (default: None)' contradicted itself, and flags read '(default: False)'."""
+
+    def _get_help_string(self, action):
+        if "default" in (action.help or "") or action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def register(sub) -> None:
     p = sub.add_parser("bench", help="benchmark AR vs DFlash (local), transformers (hf) or any OpenAI server",
                        description="Run a benchmark and write DIR/<backend>-<dataset>-<time>.json plus PNG plots.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Defaults)
     p.add_argument("--backend", choices=("local", "hf", "openai"), default="local",
                    help="local: our engine, AR and DFlash on the same prompts; hf: transformers generate, batch 1; "
                         "openai: any OpenAI-compatible server at --base-url")
@@ -21,7 +31,7 @@ def register(sub) -> None:
                    help="first N prompts of the dataset (default: all)")
     p.add_argument("--concurrency", default="1", help="requests in flight (local: batch size); a list like 1,8,32 "
                    "runs each")
-    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--max-new-tokens", type=int, default=256, help="most tokens per answer")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--output", default="bench-results", help="directory for the JSON report and plots")
     p.add_argument("--model", default=None, help="target model (local/hf: hub id, dir or .gguf; default the embedded "
