@@ -55,3 +55,14 @@ def test_bad_files_get_clear_errors(tmp_path, rows, message):
 def test_missing_file(tmp_path):
     with pytest.raises(BenchError, match="prompt file not found"):
         load_samples(str(tmp_path / "absent.jsonl"))
+
+
+def test_byte_order_marks_and_other_encodings(tmp_path):
+    """A UTF-8 file with a byte-order mark (Notepad) failed as 'not valid JSON'; a UTF-16 one (PowerShell's `>`)
+    ended in a UnicodeDecodeError traceback."""
+    line = json.dumps({"prompt": "hi"}) + "\n"
+    (tmp_path / "bom.jsonl").write_bytes(line.encode("utf-8-sig"))
+    assert [s.turns for s in load_samples(str(tmp_path / "bom.jsonl"))[0]] == [["hi"]]
+    (tmp_path / "wide.jsonl").write_bytes(line.encode("utf-16"))
+    with pytest.raises(BenchError, match="wide.jsonl is not UTF-8 text .*save it as UTF-8"):
+        load_samples(str(tmp_path / "wide.jsonl"))
