@@ -65,3 +65,14 @@ def test_stream_forgets_its_request_whether_finished_or_abandoned():
     for update in gen.stream([4, 5], SamplingParams(max_new_tokens=20, ignore_eos=True)):
         break  # the caller stops reading: the request is aborted and forgotten
     assert not gen.sequences and not gen.has_work()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"stop_token_ids": 2}, "stop_token_ids=2: must be a list"),  # was TypeError: 'int' object is not iterable
+    ({"stop": 5}, "stop=5: must be a string or a list"),
+    ({"stop_token_ids": (i for i in [3])}, "stop_token_ids=<generator"),  # the check used it up: no stops left
+])
+def test_stop_settings_that_are_not_lists_are_request_errors(kwargs, message):
+    with pytest.raises(RequestError, match=message):
+        SamplingParams(**kwargs)
+    assert SamplingParams(stop_token_ids=(3, 4), stop=("a",)).stop_token_ids == (3, 4)

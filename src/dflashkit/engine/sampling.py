@@ -53,13 +53,16 @@ class SamplingParams:
             bad("top_k", self.top_k, "must be an integer >= 0 (0 = off)")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             bad("seed", self.seed, "must be an integer")
+        # lists (or tuples) only: a single id was a TypeError ('int' object is not iterable), and a generator was
+        # used up by this check, leaving no stops
         if self.stop is not None:
             if isinstance(self.stop, str):
                 self.stop = [self.stop]
-            if not all(isinstance(s, str) and s for s in self.stop):
-                bad("stop", self.stop, "must be non-empty strings")
-        if self.stop_token_ids is not None and not all(isinstance(i, int) and i >= 0 for i in self.stop_token_ids):
-            bad("stop_token_ids", self.stop_token_ids, "must be non-negative integers")
+            if not isinstance(self.stop, (list, tuple)) or not all(isinstance(s, str) and s for s in self.stop):
+                bad("stop", self.stop, "must be a string or a list of non-empty strings")
+        ids = self.stop_token_ids
+        if ids is not None and not (isinstance(ids, (list, tuple)) and all(isinstance(i, int) and i >= 0 for i in ids)):
+            bad("stop_token_ids", ids, "must be a list of non-negative integers")
         # logits / t overflows float32 for t near 0 (NaN probabilities): such a temperature is greedy, as in vLLM
         self.temperature = float(self.temperature) if self.temperature >= GREEDY_BELOW else 0.0
         self.top_p = float(self.top_p)
