@@ -76,3 +76,21 @@ def test_stop_settings_that_are_not_lists_are_request_errors(kwargs, message):
     with pytest.raises(RequestError, match=message):
         SamplingParams(**kwargs)
     assert SamplingParams(stop_token_ids=(3, 4), stop=("a",)).stop_token_ids == (3, 4)
+
+
+def test_prompts_of_text_or_of_array_ids():
+    """Text was refused as 'token ids outside the vocabulary'; a tensor or numpy array of ids failed on its truth
+    value. Text is a clear error, integer ids of any kind are read as ints."""
+    import numpy as np
+    import torch
+
+    gen = _engine()
+    with pytest.raises(RequestError, match="not text: encode it first"):
+        gen.generate(["hello"], SamplingParams(max_new_tokens=2))
+    with pytest.raises(RequestError, match="integer token ids"):
+        gen.generate([[1.0, 2.0]], SamplingParams(max_new_tokens=2))
+    want = gen.generate([[5, 6, 7]], SamplingParams(max_new_tokens=4))[0].token_ids
+    for prompt in (torch.tensor([5, 6, 7]), np.array([5, 6, 7]), [np.int64(5), 6, 7]):
+        result = gen.generate([prompt], SamplingParams(max_new_tokens=4))[0]
+        assert result.token_ids == want and result.prompt_tokens == 3
+    assert not gen.has_work()

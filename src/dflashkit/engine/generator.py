@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -60,6 +61,18 @@ def _bucket(x: int, cap: int, floor: int = 1) -> int:
     while b < x:
         b *= 2
     return min(b, cap)
+
+
+def _token_ids(prompt) -> list[int]:
+    """A prompt as Python ints. Text was refused as 'token ids outside the vocabulary', and a tensor or array of
+    ids failed on its truth value ('Boolean value of Tensor ... is ambiguous')."""
+    if isinstance(prompt, str):
+        raise RequestError("a prompt is a list of token ids, not text: encode it first "
+                           "(Generator.chat_prompt(messages) or tokenizer.encode(text))")
+    try:
+        return [operator.index(i) for i in prompt]
+    except TypeError as exc:
+        raise RequestError(f"a prompt is a list of integer token ids ({exc})") from exc
 
 
 def _check_capacity(max_batch: int, max_length: int | None) -> None:
@@ -208,10 +221,11 @@ class Generator:
         `stream_text=False`: its updates carry no text (the result has it all): saves a detokenisation per step."""
         params = params or SamplingParams()
         params.validate()
+        prompt_ids = _token_ids(prompt_ids)
         if not prompt_ids:
             raise RequestError("empty prompt: give at least one token")
         vocab = self.target.vocab_size
-        if any((not isinstance(i, int)) or i < 0 or i >= vocab for i in prompt_ids):
+        if any(i < 0 or i >= vocab for i in prompt_ids):
             raise RequestError(f"prompt has token ids outside the vocabulary 0..{vocab - 1}")
         if len(prompt_ids) >= self.max_length:
             raise RequestError(f"prompt has {len(prompt_ids)} tokens; the context holds {self.max_length} "
@@ -225,7 +239,7 @@ class Generator:
         stop_ids = params.stop_token_ids
         if stop_ids is None:
             stop_ids = () if params.ignore_eos else self.target.stop_token_ids()
-        seq = Sequence(id=next(self._ids), prompt_ids=list(prompt_ids), params=params,
+        seq = Sequence(id=next(self._ids), prompt_ids=prompt_ids, params=params,
                        stop_ids=frozenset(stop_ids),
                        limit=min(params.max_new_tokens, self.max_length - len(prompt_ids)),
                        tokenizer=self.tokenizer)
