@@ -7,7 +7,7 @@ import torch
 from .engine.generator import Generator
 from .engine.sampling import SamplingParams
 from .engine.sequence import GenerationResult
-from .errors import ConfigError
+from .errors import ConfigError, RequestError
 from .models.drafter import DFlashDraft
 from .models.factory import make_target, random_draft
 from .models.loading import DEFAULT_TARGET, default_draft_dir, load_target, resolve_dtype
@@ -71,6 +71,8 @@ def load_draft(draft: str | None, target: TargetBase, is_default_target: bool,
 def generate(prompt: str | list[dict], model: str | None = None, draft: str | None = None, *,
              chat: bool = True, **sampling) -> GenerationResult:
     """One-shot convenience: load, apply the chat template, generate. Reuse `load()` for many calls."""
+    if not chat and not isinstance(prompt, str):  # checked before the load: it was a tokenizer ValueError after it
+        raise RequestError("chat=False takes the prompt as text; messages need the chat template (chat=True)")
     gen = load(model, draft, max_batch=1)
     messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
     ids = gen.chat_prompt(messages) if chat else gen.tokenizer.encode(prompt)

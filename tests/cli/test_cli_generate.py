@@ -81,3 +81,15 @@ def test_output_piped_into_a_reader_that_leaves_is_no_traceback(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141, err
     assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+def test_one_shot_python_generate(tmp_path):
+    """dflashkit.generate(): messages with chat=False ended in the tokenizer's ValueError after the model loaded."""
+    import dflashkit
+    from dflashkit.errors import RequestError
+
+    model = save_tiny_model(tmp_path / "target")
+    result = dflashkit.generate("hello", model, "random", chat=False, max_new_tokens=3)
+    assert result.completion_tokens == 3 and result.finish_reason == "length"
+    with pytest.raises(RequestError, match="chat=False takes the prompt as text"):
+        dflashkit.generate([{"role": "user", "content": "hello"}], "/nonexistent", "random", chat=False)
