@@ -69,3 +69,14 @@ def test_torn_weights_are_one_line(tmp_path):
     _tear(tmp_path / "target" / "model.safetensors")
     with pytest.raises(ConfigError, match="could not load target model from .*target"):
         loading.load_target(str(tmp_path / "target"), device="cpu")
+
+
+def test_a_drafter_given_as_the_target_is_named(tmp_path):
+    """--model with a drafter's directory loaded a random model of its model_type (qwen3) and a tokenizer of no
+    tokens; the only error was 'empty prompt'."""
+    from dflashkit import TargetModel
+    from dflashkit.models.factory import random_draft
+
+    random_draft(TargetModel(tiny_hf("llama", dtype=torch.float32)), num_layers=1).save_pretrained(tmp_path / "d")
+    with pytest.raises(ConfigError, match="holds a DFlash drafter, not a target model: pass it as --draft"):
+        loading.load_target(str(tmp_path / "d"), device="cpu")

@@ -7,6 +7,7 @@ Dequantising GGUF takes ~20 s, so the first load converts it once into a safeten
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -136,12 +137,27 @@ def load_target(name_or_path: str | None, dtype: torch.dtype | str | None = None
 
     device = resolve_device(device or "cpu")
     directory = resolve_target(name_or_path)
+    _refuse_drafter(directory)
     dtype = resolve_dtype(dtype, device)
     try:
         model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype)
     except (OSError, ValueError, SafetensorError) as exc:  # SafetensorError: a torn weights file
         raise ConfigError(f"could not load target model from {directory}: {exc}") from exc
     return model.to(device).eval(), load_tokenizer(directory)
+
+
+def _refuse_drafter(directory: Path) -> None:
+    """A drafter given as the target (--model for --draft) loaded as a random model of its model_type, every weight
+    missing but its own, with a tokenizer of no tokens: the only error was 'empty prompt'."""
+    try:
+        raw = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError):
+        return  # transformers names what is wrong with it
+    if not isinstance(raw, dict):
+        return
+    if "dflash_config" in raw or any("DFlash" in str(a) for a in raw.get("architectures") or []):
+        raise ConfigError(f"{directory} holds a DFlash drafter, not a target model: pass it as --draft (draft=...) "
+                          "and the model it drafts for as --model (model=...)")
 
 
 def load_tokenizer(directory: str | Path):
