@@ -94,3 +94,20 @@ def test_prompts_of_text_or_of_array_ids():
         result = gen.generate([prompt], SamplingParams(max_new_tokens=4))[0]
         assert result.token_ids == want and result.prompt_tokens == 3
     assert not gen.has_work()
+
+
+def test_a_chat_template_that_refuses_the_messages_is_a_request_error():
+    """Gemma 2's template raises 'System role not supported': `generate --system` and bench showed jinja's traceback."""
+    from jinja2 import TemplateError
+
+    from dflashkit.engine.generator import chat_prompt
+
+    class Refusing:
+        chat_template = "{{ raise_exception('System role not supported') }}"
+
+        def apply_chat_template(self, *args, **kwargs):
+            raise TemplateError("System role not supported")
+
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    with pytest.raises(RequestError, match="chat template rejected these messages: System role not supported"):
+        chat_prompt(Refusing(), messages)

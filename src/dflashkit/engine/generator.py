@@ -631,7 +631,13 @@ def chat_text(tokenizer, messages: list[dict], **template_kwargs) -> str:
                 "system", "user", "assistant", "developer", "tool"):
             raise RequestError(f"bad message {m!r}: need {{'role': system|user|assistant, 'content': str}}")
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **template_kwargs)
+        from jinja2 import TemplateError
+
+        try:
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                 **template_kwargs)
+        except TemplateError as exc:  # e.g. Gemma 2's 'System role not supported': a traceback in generate/bench
+            raise RequestError(f"the model's chat template rejected these messages: {exc}") from exc
     return "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"
 
 
