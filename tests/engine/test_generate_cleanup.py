@@ -111,3 +111,35 @@ def test_a_chat_template_that_refuses_the_messages_is_a_request_error():
     messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
     with pytest.raises(RequestError, match="chat template rejected these messages: System role not supported"):
         chat_prompt(Refusing(), messages)
+
+
+def test_interleaved_streams_each_get_all_their_tokens():
+    """Two streams read in turns, a caller's step() between: each stream read only the steps it ran itself, so it
+    missed tokens, and one whose last update another step had taken stepped an idle engine forever (run in a
+    thread here, so that a hang fails instead of stalling the suite)."""
+    import threading
+
+    gen = _engine()
+    prompts, limits = [[1, 2, 3], [4, 5]], [5, 12]
+    want = [r.token_ids for r in gen.generate(prompts, [SamplingParams(max_new_tokens=n, ignore_eos=True)
+                                                        for n in limits])]
+    streams = [gen.stream(p, SamplingParams(max_new_tokens=n, ignore_eos=True)) for p, n in zip(prompts, limits)]
+    got: list[list[int]] = [[], []]
+
+    def read_in_turns():
+        live = [0, 1]
+        while live:
+            for i in list(live):
+                update = next(streams[i], None)
+                if update is None:
+                    live.remove(i)
+                else:
+                    got[i] += update.token_ids
+            gen.step()  # the caller's own step: its updates reach the streams too
+
+    reader = threading.Thread(target=read_in_turns, daemon=True)
+    reader.start()
+    reader.join(timeout=60)
+    assert not reader.is_alive(), "a stream stepped an idle engine forever"
+    assert got == want
+    assert not gen.sequences and not gen.has_work() and not gen._inboxes

@@ -117,6 +117,7 @@ class Generator:
         self.slot_seeded = [False] * max_batch  # holds a request with a seed (its uniforms: sampling.hash_uniforms)
         self.waiting: deque[Sequence] = deque()
         self.sequences: dict[int, Sequence] = {}
+        self._inboxes: dict[int, deque[Update]] = {}  # per streamed request: its updates not yet yielded (stream())
         self._ids = itertools.count()
         self._allocated = False
         self.graphs = GraphCache(cuda_graphs and self.device.type == "cuda")
@@ -330,6 +331,11 @@ class Generator:
                 self.controller.observe(rows, size, seconds, [len(u.token_ids) for u in updates[first:]])
             self.last_block_size = size
         self._free([i for i, s in enumerate(self.slots) if s is not None and s.finish_reason is not None])
+        if self._inboxes:  # whoever ran this step, each stream gets its own request's updates
+            for update in updates:
+                inbox = self._inboxes.get(update.seq_id)
+                if inbox is not None:
+                    inbox.append(update)
         return updates
 
     def _running(self) -> tuple[list[tuple[int, Sequence]], int]:
@@ -600,16 +606,25 @@ class Generator:
     def stream(self, prompt_ids: list[int], params: SamplingParams | None = None) -> Iterator[Update]:
         """Yield updates of one request as they are produced (other queued requests advance too).
 
-        The request is forgotten at the end (finished or abandoned): kept, every streamed answer stayed in memory."""
+        The request is forgotten at the end (finished or abandoned): kept, every streamed answer stayed in memory.
+        Streams may interleave (`zip(gen.stream(a), gen.stream(b))`, or step() called meanwhile): step() puts each
+        stream's updates in its inbox. A stream read only the steps it ran, so it missed the tokens of the others'."""
         seq_id = self.add_request(prompt_ids, params)
+        inbox = self._inboxes[seq_id] = deque()
         try:
             while True:
-                for update in self.step():
-                    if update.seq_id == seq_id:
-                        yield update
-                        if update.finished:
-                            return
+                if not inbox:
+                    seq = self.sequences.get(seq_id)
+                    if seq is None or seq.finished:  # aborted or popped elsewhere: no update will come
+                        return
+                    self.step()
+                while inbox:
+                    update = inbox.popleft()
+                    yield update
+                    if update.finished:
+                        return
         finally:
+            del self._inboxes[seq_id]
             self.abort(seq_id)
             self.sequences.pop(seq_id, None)
 
