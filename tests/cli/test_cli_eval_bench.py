@@ -51,7 +51,9 @@ def test_bench_mode_ar_needs_no_drafter(capsys, tmp_path):
                         "--output", str(tmp_path / "out"))
     assert code == 0, err
     (report,) = (tmp_path / "out").glob("*.json")
-    assert [run["mode"] for run in json.loads(report.read_text())["runs"]] == ["ar"]
+    report = json.loads(report.read_text())
+    assert [run["mode"] for run in report["runs"]] == ["ar"]
+    assert report["models"]["draft"] is None  # it said 'default', a drafter that was never loaded
 
 
 @pytest.mark.parametrize("flags, message", [

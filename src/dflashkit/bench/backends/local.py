@@ -95,8 +95,9 @@ class LocalBackend(Backend):
     def info(self) -> dict:
         gen = self.gen
         device = getattr(gen, "device", self.device)
+        drafter = getattr(gen, "draft", True) is not None  # --mode ar loads none for a target given without --draft
         return {"model": self.model or "smollm2 (embedded default)",
-                "draft": getattr(gen, "draft_source", None) or self.draft or "default",
+                "draft": (getattr(gen, "draft_source", None) or self.draft or "default") if drafter else None,
                 "block_size": getattr(gen, "block_size", self.block_size),
                 "device": str(device), "device_name": device_name(device) if device is not None else None,
                 "dtype": str(getattr(getattr(gen, "target", None), "dtype", self.dtype)),
