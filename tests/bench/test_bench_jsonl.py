@@ -66,3 +66,13 @@ def test_byte_order_marks_and_other_encodings(tmp_path):
     (tmp_path / "wide.jsonl").write_bytes(line.encode("utf-16"))
     with pytest.raises(BenchError, match="wide.jsonl is not UTF-8 text .*save it as UTF-8"):
         load_samples(str(tmp_path / "wide.jsonl"))
+
+
+def test_a_repeated_id_is_refused(tmp_path):
+    """AR and DFlash answers are paired by id: two prompts under one id compared AR's answer to one with DFlash's
+    answer to the other: identical runs read 'identical to AR on 0%' of 1 request."""
+    path = write(tmp_path / "mine.jsonl", [{"id": "a", "prompt": "x"}, {"prompt": "y"}, {"id": "a", "prompt": "z"}])
+    with pytest.raises(BenchError, match="mine.jsonl:3: id 'a' is already used on line 1"):
+        load_samples(path)
+    assert [s.id for s in load_samples(write(tmp_path / "ok.jsonl", [{"prompt": "x"}, {"prompt": "x"}]))[0]] == [
+        "ok-1", "ok-2"]

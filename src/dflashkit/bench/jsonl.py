@@ -15,8 +15,16 @@ def load_jsonl(path: str | Path) -> list[Sample]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise BenchError(f"prompt file not found: {path}")
-    samples = [row_to_sample(row, default_id=f"{path.stem}-{number}", where=f"{path}:{number}")
-               for number, row in json_lines(path, BenchError)]
+    samples, lines = [], {}
+    for number, row in json_lines(path, BenchError):
+        sample = row_to_sample(row, default_id=f"{path.stem}-{number}", where=f"{path}:{number}")
+        # answers are paired across modes by id: a repeated one compared AR's answer to one prompt with DFlash's
+        # answer to another (identical runs read 'identical to AR on 0%')
+        if sample.id in lines:
+            raise BenchError(f"{path}:{number}: id {sample.id!r} is already used on line {lines[sample.id]}; "
+                             "give each prompt its own id (or none: the line number is used)")
+        lines[sample.id] = number
+        samples.append(sample)
     if not samples:
         raise BenchError(f"{path} holds no prompts: write one JSON object a line with {FIELDS}")
     return samples
