@@ -44,3 +44,15 @@ def test_datagen_and_eval_parse():
     assert args.sample_seed == 3 and args.seed == 0
     args = build_parser().parse_args(["eval", "--draft", "d", "--dataset", "humaneval", "--dataset", "p.jsonl"])
     assert args.dataset == ["humaneval", "p.jsonl"] and args.max_new_tokens == 256
+
+
+def test_train_help_names_each_default_once_and_never_none(capsys):
+    import pytest as _pytest
+
+    from dflashkit.cli.main import main
+
+    with _pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text and "spread evenly) (default" not in text
+    assert "(default: 128)" in text  # --anchors keeps its own

@@ -54,7 +54,8 @@ def register(sub) -> None:
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else f.default_factory()
         text = HELP.get(f.name, "")
-        text = f"{text} (default: {default})" if text else f"(default: {default})"
+        if "default" not in text and default is not None:  # 'default: spread evenly) (default: None)' contradicted
+            text = f"{text} (default: {default})" if text else f"(default: {default})"
         if isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif f.name == "data":
