@@ -47,12 +47,8 @@ def test_datagen_and_eval_parse():
 
 
 def test_train_help_names_each_default_once_and_never_none(capsys):
-    import pytest as _pytest
-
-    from dflashkit.cli.main import main
-
-    with _pytest.raises(SystemExit):
-        main(["train", "--help"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: None)" not in text and "spread evenly) (default" not in text
     assert "(default: 128)" in text  # --anchors keeps its own
