@@ -83,9 +83,10 @@ def slow_tiny_generator(delay: float, pad_text: int = 0, **kwargs) -> Throttled:
 
 
 @contextmanager
-def live_server(gen, **config):
+def live_server(gen, graceful_s: float | None = None, **config):
     """uvicorn in a background thread on a socket we bound ourselves (no port race); yields the base URL.
-    `gen`: a Generator (engine on a thread) or an EngineProcess."""
+    `gen`: a Generator (engine on a thread) or an EngineProcess. `graceful_s`: serve's GracefulServer with that
+    grace (app.state.server: its handle_exit stands in for SIGTERM)."""
     import uvicorn
 
     app = create_app(gen, ServerConfig(served_model_name=MODEL, **config))
@@ -94,7 +95,13 @@ def live_server(gen, **config):
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
+    if graceful_s is None:
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
+    else:
+        from dflashkit.serving.graceful import GracefulServer
+
+        server = GracefulServer(uvicorn.Config(app, log_level="warning"), app.state.engine, graceful_s)
+    app.state.server = server
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: more OpenMP threads only spin (badly, on a busy machine)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -41,6 +41,7 @@ def run(args) -> int:
     from ..serving.app import ServerConfig, create_app
     from ..serving.engine_core import describe
     from ..serving.engine_process import EngineProcess
+    from ..serving.graceful import GracefulServer
     from .checks import at_least
 
     for name in ("port", "max_batch", "max_queue", "max_body_bytes"):
@@ -68,8 +69,9 @@ def run(args) -> int:
           f"{'DFlash speculative' if info['speculative'] else 'autoregressive'}"
           f"{', API key required' if config.api_key else ''}, engine "
           f"{'thread' if args.engine_thread else 'process'})", file=sys.stderr)
-    uvicorn.run(create_app(engine, config), host=args.host, port=args.port, log_level=args.log_level,
-                timeout_graceful_shutdown=5)
+    app = create_app(engine, config)
+    GracefulServer(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level),
+                   app.state.engine).run()
     return 0
 
 

@@ -21,6 +21,11 @@ from .errors import APIError
 from .metrics import Metrics
 from .protocol import EngineRequest
 
+
+def _shutting_down() -> APIError:
+    return APIError(503, "the server is shutting down", type="server_error", code="shutting_down")
+
+
 __all__ = ["EngineLoop", "EngineProcess", "EngineThread", "Event", "Handle"]
 
 
@@ -127,12 +132,20 @@ class EngineLoop:
         self._loop = asyncio.get_running_loop()
         self.engine.start(self._loop, self._deliver, self._gone)
 
+    def begin_shutdown(self) -> None:
+        """Refuse new requests (503 engine_unavailable, as /health says); those in flight run on."""
+        self._stopping = True
+
+    def end_open_requests(self) -> None:
+        """Each request still open gets the 503 `shutting_down` now, while the server can still send it."""
+        self._fail_open(_shutting_down())
+
     async def aclose(self, timeout: float = 10.0) -> None:
         """Stop the engine; requests still open get a 503."""
         self._stopping = True
         self.engine.detach()
         await asyncio.get_running_loop().run_in_executor(None, self.engine.stop, timeout)
-        self._fail_open(APIError(503, "the server is shutting down", type="server_error", code="shutting_down"))
+        self._fail_open(_shutting_down())
 
     def submit(self, request: EngineRequest) -> Handle:
         """Queue a request, or refuse it now: 503 if the engine is down, 429 if the queue is full."""
