@@ -93,3 +93,8 @@ def test_one_shot_python_generate(tmp_path):
     assert result.completion_tokens == 3 and result.finish_reason == "length"
     with pytest.raises(RequestError, match="chat=False takes the prompt as text"):
         dflashkit.generate([{"role": "user", "content": "hello"}], "/nonexistent", "random", chat=False)
+
+
+def test_system_message_with_a_raw_prompt_is_refused_before_the_load(capsys):
+    code, err = run_cli(capsys, *GEN, "hello", "--system", "be brief", "--model", "/nonexistent")
+    assert code == 2 and "--system needs the chat template" in err and "Traceback" not in err

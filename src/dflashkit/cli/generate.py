@@ -55,6 +55,8 @@ def run(args) -> int:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     if not prompt.strip():
         raise RequestError("empty prompt")
+    if args.no_chat and args.system:  # a raw prompt has no place for it: it was dropped without a word
+        raise RequestError("--system needs the chat template: drop --no-chat, or write the system text into the prompt")
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                             top_k=args.top_k, seed=args.seed, stop=args.stop)
     gen = load(args.model, args.draft, device=args.device, dtype=args.dtype, block_size=args.block_size,
