@@ -44,3 +44,14 @@ def test_successors_of_user_are_accepted_like_user():
     body = {"messages": HI, "user": "u1", "safety_identifier": "hash-of-u1", "prompt_cache_key": "app-1"}
     assert chat_request(body)[1].messages[-1]["content"] == "hi"
     assert error_of(chat_request, {"messages": HI, "safety_identifier": 5}).param == "safety_identifier"
+
+
+@pytest.mark.parametrize("parse,body,param", [
+    (chat_request, {"messages": HI, "top_logprobs": -1}, "top_logprobs"),
+    (chat_request, {"messages": HI, "top_logprobs": 21}, "top_logprobs"),
+    (completion_request, {"prompt": "hi", "best_of": 0}, "best_of"),
+])
+def test_out_of_range_values_are_invalid_not_unsupported(parse, body, param):
+    """`best_of: 0` or `top_logprobs: -1` read "not supported", as if a valid value were merely not implemented."""
+    error = error_of(parse, body)
+    assert error.param == param and "must be" in error.message and "not supported" not in error.message

@@ -218,6 +218,8 @@ def _refuse_chat_only(req: ChatRequest) -> None:
             raise unsupported(name, "tool and function calling are not implemented")
     if req.logprobs:
         raise unsupported("logprobs", "log probabilities are not returned")
+    if req.top_logprobs is not None and not 0 <= req.top_logprobs <= 20:  # a wrong value first, as for n
+        raise bad_request(f"top_logprobs={req.top_logprobs} must be between 0 and 20", "top_logprobs")
     if req.top_logprobs:
         raise unsupported("top_logprobs", "log probabilities are not returned")
     if req.response_format is not None and req.response_format.get("type") != "text":
@@ -227,6 +229,8 @@ def _refuse_chat_only(req: ChatRequest) -> None:
 def _refuse_completion_only(req: CompletionRequest) -> None:
     if req.logprobs is not None:  # 0 too: OpenAI then still returns the sampled tokens' log probabilities
         raise unsupported("logprobs", "log probabilities are not returned")
+    if req.best_of is not None and req.best_of < 1:
+        raise bad_request(f"best_of={req.best_of} must be >= 1", "best_of")
     if req.best_of not in (None, 1):
         raise unsupported("best_of", "only best_of=1")
     if req.echo:
