@@ -51,6 +51,8 @@ def test_config_json_that_is_not_an_object(capsys, tmp_path, data):
     (("--device", "foo"), "unknown device 'foo'"),
     (("--target-layer-ids", "1,x"), "expected comma-separated layer numbers"),
     (("--eval-prompts", "/nonexistent.jsonl"), "--eval-prompts /nonexistent.jsonl: file not found"),  # after load
+    (("--max-len", "-5"), "max_len must be >= 2"),  # a negative slice: trained on rows cut short at the end
+    (("--max-len", "0"), "max_len must be >= 2"),  # 'no sequence with a response', after the target loaded
 ])
 def test_bad_flags_fail_before_loading(capsys, data, tmp_path, flags, message):
     code, err = train(capsys, "--data", str(data), "--out", str(tmp_path / "run"), *flags)

@@ -87,3 +87,15 @@ def test_init_draft_of_another_shape_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match="--init-draft .* has another shape"):
         train(TrainConfig(out=str(tmp_path / "b"), num_layers=2, init_draft=str(tmp_path / "a" / "draft"), **base),
               target=(model, tok))
+
+
+def test_max_len_that_cuts_every_response_says_so(tmp_path):
+    """Prompts longer than --max-len lose their whole answer: 'the shards hold no sequence with a response' sent
+    the user to check datagen, not the flag."""
+    from dflashkit.training.shards import Row, shard_path, write_shard
+
+    write_shard(shard_path(tmp_path, 0), [Row(list(range(1, 31)), 20)] * 2, complete=True)
+    assert len(SequenceData([tmp_path], max_len=30)) == 2
+    with pytest.raises(ConfigError, match="--max-len 10 cuts every response"):
+        SequenceData([tmp_path], max_len=10)
+

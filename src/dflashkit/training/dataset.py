@@ -30,13 +30,19 @@ class SequenceData:
             raise ConfigError(f"no data shards in {[str(s) for s in sources]}: run `dflashkit datagen` first")
         self.items: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.answers: list[str] = []  # per item: who wrote its answer, 'greedy' | 'sampled' | 'corpus' (answers_of)
+        answered = 0  # rows with a response before truncation: when --max-len cut them all, the error says so
         for f in files:
             source = answers_of(f.parent)
             for tok, mask in read_shard(f):
+                answered += int((mask[:-1] & mask[1:]).sum()) >= 1
                 tok, mask = tok[:max_len], mask[:max_len]
                 if int((mask[:-1] & mask[1:]).sum()) >= 1:  # at least one anchor with a label
                     self.items.append((tok, mask))
                     self.answers.append(source)
+        if not self.items and answered:
+            raise ConfigError(f"--max-len {max_len} cuts every response out of the {answered} sequences in "
+                              f"{[str(s) for s in sources]} (a row needs its prompt and two answer tokens within "
+                              "it): raise --max-len")
         if not self.items:
             raise ConfigError(f"the shards in {[str(s) for s in sources]} hold no sequence with a response")
         self.lengths = torch.tensor([len(t) for t, _ in self.items])

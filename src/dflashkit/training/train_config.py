@@ -63,6 +63,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.block_size < 2:
             raise ConfigError(f"block_size must be >= 2, got {self.block_size}")
+        if self.max_len < 2:  # a negative one sliced tokens off every row's end, and trained on the rest
+            raise ConfigError(f"max_len must be >= 2 (an anchor and its next token), got {self.max_len}")
         if self.loss_vocab < -1:
             raise ConfigError(f"loss_vocab must be >= -1 (0 = the whole vocabulary, -1 = auto), got {self.loss_vocab}")
         if not 0.0 <= self.distill <= 1.0:
