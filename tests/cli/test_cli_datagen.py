@@ -84,6 +84,20 @@ def test_prompt_and_answer_beyond_the_model_context_is_refused():
         _check_context(args, 256)
 
 
+@pytest.mark.parametrize("flags, message", [
+    (("--temperature", "-1"), "invalid temperature=-1.0"),
+    (("--temperature", "1", "--top-p", "0"), "invalid top_p=0.0"),
+])
+def test_bad_sampling_fails_before_the_model_and_claims_nothing(capsys, tmp_path, prompts, flags, message):
+    """These failed after the model loaded, and after datagen.json recorded them: the corrected command was then
+    refused as 'other settings' for that --out."""
+    out = tmp_path / "out"
+    code, err = datagen(capsys, out, "--prompts", str(prompts), "--heldout", "0", "--model", str(tmp_path / "nope"),
+                        *flags)
+    assert code == 2 and message in err
+    assert not (out / "datagen.json").exists()
+
+
 def test_unreadable_settings_of_an_earlier_run(capsys, tmp_path, prompts):
     """A torn datagen.json in --out was a JSONDecodeError traceback."""
     out = tmp_path / "out"

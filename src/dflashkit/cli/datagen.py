@@ -55,6 +55,10 @@ def run(args) -> int:
     from ..training.prompts import load_dialogues
 
     _check(args)
+    # checks --temperature and --top-p now: after the model loaded, datagen.json had recorded them already
+    params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                            seed=(args.seed if args.sample_seed is None else args.sample_seed)
+                            if args.temperature > 0 else None)
     out = output_dir(args.out, "--out")
     _check_same_answers(out, args.answers)
     settings = {"model": args.model, "prompts": args.prompts, "turns": args.turns,
@@ -89,9 +93,6 @@ def run(args) -> int:
     _record_tokenizer(out, settings, tokenizer)
     # written once the model loaded: a mistyped --model must not claim the directory for its settings
     _write_settings(out, settings, heldout)
-    params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                            seed=(args.seed if args.sample_seed is None else args.sample_seed)
-                            if args.temperature > 0 else None)
     print(f"datagen: {len(convs)} conversations ({len(exclude)} benchmark prompts excluded, {len(heldout)} held out) "
           f"-> {out}", file=sys.stderr)
     stats = run_datagen(gen, convs, out, lambda m: chat_prompt(tokenizer, m), params, shard_size=args.shard_size,
