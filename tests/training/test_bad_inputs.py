@@ -99,3 +99,16 @@ def test_max_len_that_cuts_every_response_says_so(tmp_path):
     with pytest.raises(ConfigError, match="--max-len 10 cuts every response"):
         SequenceData([tmp_path], max_len=10)
 
+
+def test_hub_dataset_that_does_not_load_is_one_line(monkeypatch):
+    """Offline (or a mistyped id), `datasets` raised a page of traceback from deep inside its hub client."""
+    import sys
+    from types import SimpleNamespace
+
+    def load_dataset(source, split):
+        raise ConnectionError(f"Couldn't reach '{source}' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setitem(sys.modules, "datasets", SimpleNamespace(load_dataset=load_dataset))
+    with pytest.raises(ConfigError, match="'someorg/chats' is not a file, nor a `datasets` hub dataset that "
+                                          r"loads \(ConnectionError: Couldn't reach"):
+        load_conversations("someorg/chats")

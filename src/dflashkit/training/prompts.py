@@ -95,7 +95,13 @@ def _records(source: str) -> Iterable[dict]:
         import datasets
     except ImportError as exc:
         raise ConfigError(f"'{source}' is not a file; a hub dataset needs `pip install datasets`") from exc
-    return iter(datasets.load_dataset(source, split="train"))
+    try:
+        return iter(datasets.load_dataset(source, split="train"))
+    except Exception as exc:  # offline, a mistyped id, no 'train' split: a page of hub-client traceback
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(f"'{source}' is not a file, nor a `datasets` hub dataset that loads ({type(exc).__name__}: "
+                          f"{first}); check the id and the network (HF_HUB_OFFLINE), or give a .json / .jsonl "
+                          "file") from exc
 
 
 def _jsonl_records(path: Path) -> Iterator[dict]:
