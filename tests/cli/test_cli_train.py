@@ -14,8 +14,11 @@ from dflashkit.training.train_config import TrainConfig
 
 @pytest.fixture
 def data(tmp_path):
+    from dflashkit.training.shards import Row, shard_path, write_shard
+
     path = tmp_path / "data"
     path.mkdir()
+    write_shard(shard_path(path, 0), [Row([1, 2, 3, 4], 2)], complete=True)
     return path
 
 
@@ -66,6 +69,16 @@ def test_missing_data_and_out_that_is_a_file(capsys, tmp_path, data):
     blocker.write_text("")
     code, err = train(capsys, "--data", str(data), "--out", str(blocker))
     assert code == 2 and "is a file" in err
+
+
+def test_data_directory_without_shards_fails_before_loading(capsys, tmp_path, data):
+    """An empty --data directory (a datagen --out still empty, or its parent) was found only after the target
+    loaded; beside another --data directory it was skipped without a word."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for flags in ((str(empty),), (str(data), str(empty))):
+        code, err = train(capsys, "--data", *flags, "--out", str(tmp_path / "run"))
+        assert code == 2 and f"no data shards in ['{empty}']" in err
 
 
 def test_resume_with_other_settings_is_refused(capsys, tmp_path, data):

@@ -26,8 +26,6 @@ class SequenceData:
         for src in sources:
             p = Path(src)
             files += list_shards(p) if p.is_dir() else [p]
-        if not files:
-            raise ConfigError(f"no data shards in {[str(s) for s in sources]}: run `dflashkit datagen` first")
         self.items: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.answers: list[str] = []  # per item: who wrote its answer, 'greedy' | 'sampled' | 'corpus' (answers_of)
         answered = 0  # rows with a response before truncation: when --max-len cut them all, the error says so
@@ -80,11 +78,16 @@ def answers_of(directory: Path) -> str:
 
 
 def check_sources(sources: list[str | Path]) -> None:
-    """A mistyped --data path is named as such (it was read as a shard file: a safetensors traceback)."""
+    """A mistyped --data path is named as such (it was read as a shard file: a safetensors traceback), and so is
+    a directory without shards (found after the target loaded; beside other --data it was skipped silently)."""
     missing = [str(s) for s in sources if not Path(s).exists()]
     if missing:
         raise ConfigError(f"training data not found: {missing} (give `dflashkit datagen --out` directories "
                           "or their shard files)")
+    empty = [str(s) for s in sources if Path(s).is_dir() and not list_shards(s)]
+    if empty:
+        raise ConfigError(f"no data shards in {empty}: give `dflashkit datagen --out` directories "
+                          "(shard-*.safetensors), or run `dflashkit datagen` first")
 
 
 def check_same_tokenizer(sources: list[str | Path], data: SequenceData, tokenizer, vocab_size: int) -> None:
