@@ -194,7 +194,10 @@ class DraftConfig:
         try:
             raw = json.loads(path.read_text())
         except FileNotFoundError as exc:
-            raise ConfigError(f"draft config not found: {path}") from exc
+            trained = path.parent / "draft" / path.name  # --draft given train's --out rather than its draft/
+            hint = (f" (a `dflashkit train --out` directory: its drafter is {trained.parent})"
+                    if trained.is_file() else "")
+            raise ConfigError(f"draft config not found: {path}{hint}") from exc
         except json.JSONDecodeError as exc:
             raise ConfigError(f"draft config {path} is not valid JSON: {exc}") from exc
         arch = raw.get("architectures") or [ARCHITECTURE]

@@ -79,3 +79,13 @@ def test_bench_help_names_each_default_once(capsys):
     assert "(default: None)" not in text and "(default: False)" not in text
     assert "first N prompts of the dataset (default: all) --" in text
     assert "most tokens per answer (default: 256)" in text and "(default: 600.0)" in text
+
+
+def test_eval_draft_that_is_a_train_run_directory_names_its_drafter(tmp_path):
+    """`--draft RUN` (train's --out) said only 'draft config not found: RUN/config.json'; the drafter is RUN/draft."""
+    from dflashkit.config import DraftConfig
+
+    (tmp_path / "draft").mkdir()
+    (tmp_path / "draft" / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"a `dflashkit train --out` directory: its drafter is .*draft"):
+        DraftConfig.from_file(tmp_path / "config.json")
