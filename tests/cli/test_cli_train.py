@@ -50,6 +50,8 @@ def test_config_json_that_is_not_an_object(capsys, tmp_path, data):
 @pytest.mark.parametrize("flags, message", [
     (("--lr", "-1"), "lr must be > 0"),
     (("--epochs", "0"), "epochs must be > 0"),  # ran one step
+    (("--lr", "inf"), "lr must be > 0 and finite"),  # trained NaN weights to the end
+    (("--weight-decay", "nan"), "weight_decay must be >= 0 and finite"),  # NaN passed the '< 0' check
     (("--export-dtype", "fp8"), "export_dtype: unknown dtype 'fp8'"),  # failed after the last step
     (("--device", "foo"), "unknown device 'foo'"),
     (("--target-layer-ids", "1,x"), "expected comma-separated layer numbers"),

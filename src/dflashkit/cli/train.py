@@ -35,6 +35,7 @@ HELP = {
     "epochs": "stop after this many passes over the data",
     "time_budget_s": "finish (schedule sized to fit, final checkpoint written) within this many seconds",
     "eval_every": "steps between tau checks on held-out prompts (0: only at the end)",
+    "keep_checkpoints": "newest checkpoints kept in <out>/checkpoints (0: keep all)",
     "eval_prompts": "held-out prompts JSONL (default: <data>/heldout.jsonl)",
     "export_dtype": "dtype of the final drafter in <out>/draft",
     "resume": "continue from the newest checkpoint in --out",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -87,12 +88,13 @@ class TrainConfig:
 
         for name in ("lr", "grad_clip", "gamma", "epochs", "time_budget_s"):
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ConfigError(f"{name} must be > 0, got {value}")
+            # inf too (grad_clip excepted: no clipping): an lr of inf trained NaN weights to the end
+            if value is not None and not (value > 0 and (math.isfinite(value) or name == "grad_clip")):
+                raise ConfigError(f"{name} must be > 0 and finite, got {value}")
         for name in ("warmup_steps", "weight_decay", "keep_checkpoints", "eval_every", "eval_num",
                      "eval_max_new_tokens"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+            if not getattr(self, name) >= 0 or not math.isfinite(getattr(self, name)):  # NaN passed '< 0'
+                raise ConfigError(f"{name} must be >= 0 and finite, got {getattr(self, name)}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"min_lr_ratio must be between 0 and 1, got {self.min_lr_ratio}")
         try:  # an unknown name fails now, not at export after the last step
