@@ -52,7 +52,7 @@ def run(args) -> int:
     from ..models.factory import make_target
     from ..models.loading import load_target, resolve_dtype
     from ..training.datagen import run_datagen
-    from ..training.prompts import load_dialogues
+    from ..training.prompts import load_dialogues, user_sides
 
     _check(args)
     # checks --temperature and --top-p now: after the model loaded, datagen.json had recorded them already
@@ -81,7 +81,7 @@ def run(args) -> int:
                           f"{args.heldout}: lower --heldout or give more prompts")
     if args.answers == "corpus":
         return _corpus(args, out, settings, dialogues, heldout, len(exclude))
-    convs = [[question for question, _ in d] for d in dialogues]
+    convs = user_sides(dialogues)
 
     device = args.device or default_device()
     hf_model, tokenizer = load_target(args.model, resolve_dtype(args.dtype, device), device)
@@ -138,8 +138,9 @@ def _record_tokenizer(out: Path, settings: dict, tokenizer) -> None:
 
 def _write_settings(out: Path, settings: dict, heldout: list) -> None:
     """Held-out prompts (user turns only) and the settings a resume must match."""
-    turns = [[question for question, _ in d] for d in heldout]
-    (out / "heldout.jsonl").write_text("".join(json.dumps({"turns": t}) + "\n" for t in turns))
+    from ..training.prompts import user_sides
+
+    (out / "heldout.jsonl").write_text("".join(json.dumps({"turns": t}) + "\n" for t in user_sides(heldout)))
     (out / "datagen.json").write_text(json.dumps(settings, indent=1) + "\n")
 
 

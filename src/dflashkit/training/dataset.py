@@ -28,16 +28,16 @@ class SequenceData:
             files += list_shards(p) if p.is_dir() else [p]
         self.items: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.answers: list[str] = []  # per item: who wrote its answer, 'greedy' | 'sampled' | 'corpus' (answers_of)
-        answered = 0  # rows with a response before truncation: when --max-len cut them all, the error says so
         for f in files:
             source = answers_of(f.parent)
             for tok, mask in read_shard(f):
-                answered += int((mask[:-1] & mask[1:]).sum()) >= 1
                 tok, mask = tok[:max_len], mask[:max_len]
-                if int((mask[:-1] & mask[1:]).sum()) >= 1:  # at least one anchor with a label
+                if _has_label(mask):
                     self.items.append((tok, mask))
                     self.answers.append(source)
-        if not self.items and answered:
+        # counted only on this error path: rows that had a response before --max-len cut them
+        answered = 0 if self.items else sum(_has_label(mask) for f in files for _, mask in read_shard(f))
+        if answered:
             raise ConfigError(f"--max-len {max_len} cuts every response out of the {answered} sequences in "
                               f"{[str(s) for s in sources]} (a row needs its prompt and two answer tokens within "
                               "it): raise --max-len")
@@ -60,6 +60,11 @@ class SequenceData:
     def all_greedy(self) -> bool:
         """Whether every answer is the target's greedy text, so its next tokens are the target's own labels."""
         return all(a == "greedy" for a in self.answers)
+
+
+def _has_label(mask: torch.Tensor) -> bool:
+    """At least one anchor with a label: two response tokens in a row."""
+    return int((mask[:-1] & mask[1:]).sum()) >= 1
 
 
 def answers_of(directory: Path) -> str:

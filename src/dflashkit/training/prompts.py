@@ -122,7 +122,11 @@ def load_conversations(source: str, max_turns: int = 1, limit: int | None = None
     `exclude`: benchmark prompts; a conversation whose first turn contains the start of one is dropped.
     `seed` None keeps the file order.
     """
-    dialogues = load_dialogues(source, max_turns, limit, seed, exclude, min_chars, max_chars)
+    return user_sides(load_dialogues(source, max_turns, limit, seed, exclude, min_chars, max_chars))
+
+
+def user_sides(dialogues: list[list[tuple[str, str | None]]]) -> list[list[str]]:
+    """Each dialogue's user turns alone: what the target answers, and what a held-out file keeps."""
     return [[question for question, _ in d] for d in dialogues]
 
 
