@@ -121,8 +121,9 @@ def test_interleaved_streams_each_get_all_their_tokens():
 
     gen = _engine()
     prompts, limits = [[1, 2, 3], [4, 5]], [5, 12]
-    want = [r.token_ids for r in gen.generate(prompts, [SamplingParams(max_new_tokens=n, ignore_eos=True)
-                                                        for n in limits])]
+    params = [SamplingParams(max_new_tokens=n, ignore_eos=True) for n in limits]
+    want = [r.token_ids for r in gen.generate(prompts, params, speculative=False)]  # plain decoding
+    assert [r.token_ids for r in gen.generate(prompts, params)] == want
     streams = [gen.stream(p, SamplingParams(max_new_tokens=n, ignore_eos=True)) for p, n in zip(prompts, limits)]
     got: list[list[int]] = [[], []]
 
