@@ -25,6 +25,7 @@ DISTILL=${DISTILL:-0}         # weight of the soft (target distribution) loss; 0
 GAMMA=${GAMMA:-7}             # loss decay over block offsets: weight exp(-(k-1)/GAMMA) at offset k
 ATTENTION=${ATTENTION:-auto} # drafter attention in training: auto = FlexAttention on a GPU (run 5 used sdpa)
 INIT=${INIT:-random}          # drafter start: random (held-out tau 1.25 vs 1.19 for 'target' in a paired 500-step run)
+INIT_DRAFT=${INIT_DRAFT:-}    # or a trained drafter of the same shape to continue from (then a lower LR, e.g. 6e-4)
 EVAL_PROMPTS=${EVAL_PROMPTS:-80}
 EVAL_EVERY=${EVAL_EVERY:-0}   # steps between held-out tau checks during training (0: only at the end)
 DG_BATCH=${DG_BATCH:-512}      # sequences decoded together in datagen
@@ -98,7 +99,7 @@ fi
 if [[ $PHASES == *train* ]]; then
     stamp "train (${TRAIN_S}s budget, init $INIT)"
     dflash train --target "$TARGET" --data "${DATA[@]}" --out "$RUN" --num-layers "$LAYERS" --block-size 16 \
-        --init "$INIT" --anchors "$ANCHORS" --batch-size "$BATCH" --lr "$LR" --loss-vocab "$LOSS_VOCAB" --distill "$DISTILL" --gamma "$GAMMA" --warmup-steps 60 --max-len "$MAX_LEN" --attention "$ATTENTION" \
+        --init "$INIT" ${INIT_DRAFT:+--init-draft "$INIT_DRAFT"} --anchors "$ANCHORS" --batch-size "$BATCH" --lr "$LR" --loss-vocab "$LOSS_VOCAB" --distill "$DISTILL" --gamma "$GAMMA" --warmup-steps 60 --max-len "$MAX_LEN" --attention "$ATTENTION" \
         --time-budget-s "$TRAIN_S" --save-every 500 --keep-checkpoints 1 --log-every 50 \
         --eval-num 32 --eval-max-new-tokens 256 --eval-every "$EVAL_EVERY" --no-tensorboard || { stamp "train failed"; exit 1; }
     rm -rf "$OUT/draft"

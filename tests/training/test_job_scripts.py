@@ -108,3 +108,15 @@ def test_train_smollm2_warm_up_stays_off_without_a_gpu_or_a_datagen(fake_env):
                           env={**bare, "OUT": str(tmp / "out")}, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert not any("warm-run" in c for c in _calls(tmp)) and "warm-up" not in done.stdout
+
+
+def test_train_smollm2_continues_from_a_drafter_only_when_asked(fake_env):
+    env, tmp = fake_env
+    for init_draft, expected in (("", None), (str(tmp / "shipped"), f"--init-draft {tmp}/shipped --anchors")):
+        (tmp / "calls.txt").unlink(missing_ok=True)
+        done = subprocess.run(["bash", "scripts/train_smollm2.sh"], cwd=ROOT, capture_output=True, text=True,
+                              env={**env, "WARM": "0", "INIT_DRAFT": init_draft, "OUT": str(tmp / "out")},
+                              timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        train = next(c for c in _calls(tmp) if c.startswith("train"))
+        assert (expected in train) if expected else ("--init-draft" not in train)
