@@ -40,6 +40,18 @@ def test_echoed_assistant_message_dump_is_accepted(server):
             {"role": "user", "content": "more"}]})
     assert r.status_code == 200, r.text
 
+def test_answer_echoed_with_the_clients_own_model_dump_is_accepted(server):
+    """openai's `ChatCompletionMessage.model_dump()` also writes `annotations: null` (web-search citations): a
+    history built from the server's own answer that way was a 400 unrecognized_argument."""
+    client = server.openai()
+    first = client.chat.completions.create(model=MODEL, messages=HI, max_tokens=3, temperature=0)
+    echoed = first.choices[0].message.model_dump()
+    assert "annotations" in echoed
+    again = client.chat.completions.create(model=MODEL, max_tokens=3, temperature=0,
+                                           messages=[*HI, echoed, {"role": "user", "content": "more"}])
+    assert again.choices[0].finish_reason in ("stop", "length")
+
+
 
 @pytest.mark.parametrize("field,value", [("function_call", {"name": "f", "arguments": "{}"}), ("audio", {"id": "a"})])
 def test_non_null_function_call_or_audio_is_refused_by_name(server, field, value):

@@ -43,6 +43,9 @@ class Message(_Strict):
     audio: Any = None
     tool_call_id: str | None = None
     refusal: str | None = None
+    # accepted, unused: `ChatCompletionMessage.model_dump()` writes it (null, or web-search URL citations that only
+    # point into `content`); an answer echoed back that way was a 400 unrecognized_argument
+    annotations: list[Any] | None = None
 
 
 class StreamOptions(_Strict):
