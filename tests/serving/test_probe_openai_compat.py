@@ -52,6 +52,20 @@ def test_answer_echoed_with_the_clients_own_model_dump_is_accepted(server):
     assert again.choices[0].finish_reason in ("stop", "length")
 
 
+def test_answer_of_the_clients_stream_helper_echoed_back_is_accepted(server):
+    """`client.chat.completions.stream(...)` (and `.parse`) return a message whose `model_dump()` also has
+    `parsed: null` (the client's own parse of `content`): echoing it back was a 400 unrecognized_argument."""
+    client = server.openai()
+    with client.chat.completions.stream(model=MODEL, messages=HI, max_tokens=3, temperature=0) as stream:
+        for _ in stream:
+            pass
+        echoed = stream.current_completion_snapshot.choices[0].message.model_dump()
+    assert "parsed" in echoed
+    again = client.chat.completions.create(model=MODEL, max_tokens=3, temperature=0,
+                                           messages=[*HI, echoed, {"role": "user", "content": "more"}])
+    assert again.choices[0].finish_reason in ("stop", "length")
+
+
 
 @pytest.mark.parametrize("field,value", [("function_call", {"name": "f", "arguments": "{}"}), ("audio", {"id": "a"})])
 def test_non_null_function_call_or_audio_is_refused_by_name(server, field, value):

@@ -46,6 +46,7 @@ class Message(_Strict):
     # accepted, unused: `ChatCompletionMessage.model_dump()` writes it (null, or web-search URL citations that only
     # point into `content`); an answer echoed back that way was a 400 unrecognized_argument
     annotations: list[Any] | None = None
+    parsed: Any = None  # accepted, unused: the client's stream/parse helpers add their own parse of `content`
 
 
 class StreamOptions(_Strict):
