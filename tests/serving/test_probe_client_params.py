@@ -50,6 +50,10 @@ def test_successors_of_user_are_accepted_like_user():
     (chat_request, {"messages": HI, "top_logprobs": -1}, "top_logprobs"),
     (chat_request, {"messages": HI, "top_logprobs": 21}, "top_logprobs"),
     (completion_request, {"prompt": "hi", "best_of": 0}, "best_of"),
+    # OpenAI's range is -2..2: 2.5 (or NaN) read "not supported ... leave at 0", as if it were a valid penalty
+    (chat_request, {"messages": HI, "presence_penalty": 2.5}, "presence_penalty"),
+    (completion_request, {"prompt": "hi", "frequency_penalty": -3}, "frequency_penalty"),
+    (chat_request, {"messages": HI, "frequency_penalty": float("nan")}, "frequency_penalty"),
 ])
 def test_out_of_range_values_are_invalid_not_unsupported(parse, body, param):
     """`best_of: 0` or `top_logprobs: -1` read "not supported", as if a valid value were merely not implemented."""

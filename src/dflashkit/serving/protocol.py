@@ -207,7 +207,10 @@ def _refuse_unsupported(req: _Sampling) -> None:
     if req.n not in (None, 1):
         raise unsupported("n", "only n=1; send several requests for several answers")
     for name in ("presence_penalty", "frequency_penalty"):
-        if getattr(req, name):
+        value = getattr(req, name)
+        if value is not None and not -2 <= value <= 2:  # OpenAI's range; a wrong value first, as for n
+            raise bad_request(f"{name}={value} must be between -2 and 2", name)
+        if value:
             raise unsupported(name, "penalties would change the target's distribution; leave at 0")
     if req.logit_bias:
         raise unsupported("logit_bias", "leave it empty")
