@@ -115,6 +115,16 @@ def test_wrong_method_is_405_json(server):
     assert r.headers["allow"] == "POST"  # HTTP requires a 405 to name the allowed methods
 
 
+def test_trailing_slash_is_a_json_404_with_a_hint_not_an_empty_redirect(server):
+    """Starlette redirected `POST /v1/chat/completions/` with an empty 307 to a URL built from the Host header."""
+    r = server.http.post(CHAT + "/", json=chat(), follow_redirects=False, headers={"Host": "inner:1"})
+    assert r.status_code == 404 and "location" not in r.headers, r.headers
+    error = r.json()["error"]
+    assert error["code"] == "not_found" and "no trailing slash: /v1/chat/completions" in error["message"]
+    listed = server.http.get("/v1/models/", follow_redirects=False)
+    assert listed.status_code == 200 and listed.json()["data"][0]["id"] == MODEL  # as without the slash
+
+
 def test_wrong_typed_huge_field_is_not_echoed_whole(server):
     r = server.http.post(CHAT, json=chat(messages="x" * 50_000))
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages"

@@ -48,7 +48,10 @@ def create_app(gen, config: ServerConfig) -> FastAPI:
         yield
         await engine.aclose()
 
-    app = FastAPI(title="dflashkit", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    # redirect_slashes off: `POST /v1/chat/completions/` got an empty 307 to a URL built from the Host header
+    # (curl without -L printed nothing; behind a proxy it names the inner address); now a JSON 404 with a hint
+    app = FastAPI(title="dflashkit", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
+                  redirect_slashes=False)
     app.state.engine, app.state.metrics, app.state.config = engine, metrics, config
     app.add_middleware(CountResponses, metrics=metrics)
     _add_error_handlers(app)
@@ -78,6 +81,8 @@ def create_app(gen, config: ServerConfig) -> FastAPI:
     @app.api_route("/v1/models/{model:path}", methods=["GET", "HEAD"])
     async def model(request: Request, model: str) -> JSONResponse:
         check_api_key(request, config.api_key)
+        if model == "":  # `/v1/models/`: the list, as without the slash
+            return JSONResponse({"object": "list", "data": [card()]})
         if model not in names:
             raise _unknown_model(model, config.served_model_name)
         return JSONResponse(card())
@@ -149,6 +154,9 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
+_ROUTES = ("/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions")
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     def reply(error: APIError, headers: dict | None = None) -> JSONResponse:
         return JSONResponse(error.body(), status_code=error.status, headers=headers)
@@ -164,7 +172,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        error = APIError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", code=code)
+        path = request.url.path
+        hint = f" (routes have no trailing slash: {path.rstrip('/')})" if exc.status_code == 404 and \
+            path.endswith("/") and path.rstrip("/") in _ROUTES else ""
+        error = APIError(exc.status_code, f"{request.method} {path}: {exc.detail}{hint}", code=code)
         return reply(error, exc.headers)  # a 405 names the methods allowed (`Allow`), as HTTP requires
 
     @app.exception_handler(Exception)
