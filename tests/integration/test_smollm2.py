@@ -72,3 +72,18 @@ def test_cli_bad_input_is_a_clear_error():
     out = subprocess.run([sys.executable, "-m", "dflashkit.cli.main", "generate", "hi", "--top-p", "2",
                           "--device", "cpu"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 2 and "top_p" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_eval_report_names_the_defaults_it_used(tmp_path):
+    """With no --model/--draft the report said draft "None" and model null: not what a reader can rerun."""
+    import json
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"turns": ["Name a colour."]}) + "\n")
+    out = subprocess.run([sys.executable, "-m", "dflashkit.cli.main", "eval", "--dataset", str(prompts),
+                          "--max-new-tokens", "4", "--device", "cpu", "--out", str(tmp_path / "tau.json")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "tau.json").read_text())
+    assert report["model"] == "smollm2", report  # DEFAULT_TARGET: accepted back as --model
+    assert report["draft"].endswith("smollm2-135m-instruct-dflash-b16"), report

@@ -27,6 +27,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..api import load
     from ..engine.generator import Generator
+    from ..models.loading import DEFAULT_TARGET
     from ..training.evaluate import acceptance
     from .checks import max_length_fits, output_file
 
@@ -41,7 +42,8 @@ def run(args) -> int:
         raise ConfigError("eval needs a drafter: pass --draft DIR")
     max_length_fits(args.max_length, loaded.target.max_positions)
     block = args.block_size if args.block_size is not None else loaded.draft.block_size
-    report = {"draft": str(args.draft), "model": args.model, "block_size": block,
+    # the resolved names: with the defaults the report said draft "None", model null
+    report = {"draft": loaded.draft_source, "model": args.model or DEFAULT_TARGET, "block_size": block,
               "max_new_tokens": args.max_new_tokens, "datasets": {}}
     for name in args.dataset or ["humaneval", "mt-bench"]:
         samples = load_prompts(name, args.num_prompts)
