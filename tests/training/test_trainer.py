@@ -180,3 +180,21 @@ def test_no_resume_starts_over_without_the_earlier_runs_checkpoints(tiny_data, t
     train(config(data, tmp_path, max_steps=4, save_every=4, resume=False, seed=1), target=(model, tok))
     kept = list_checkpoints(tmp_path)
     assert [p.name for p in kept] == [kept[-1].name] and kept[-1].name.endswith("4")
+
+
+def test_tau_probe_of_a_bf16_target_decodes_in_float32(tiny_data, monkeypatch):
+    """A bf16 probe's greedy answers move with the drafter and GPU (a 32-prompt tau by ~15 %, run 9); a small
+    target's probe copy runs in float32, so it gives exactly what a float32 target gives; a large one stays put."""
+    from dflashkit.models.factory import random_draft
+    from dflashkit.training import evaluate
+    from dflashkit.training.evaluate import TauProbe
+
+    _, model, tok = tiny_data
+    prompts = [[1, 2, 3], [4, 5, 6, 7]]
+    draft = random_draft(TargetModel(copy.deepcopy(model), tok), num_layers=1, block_size=8)
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    probe = TauProbe(bf16, tok, prompts, max_new_tokens=10)
+    assert probe.target.dtype == torch.float32 and next(bf16.parameters()).dtype == torch.bfloat16
+    assert probe(draft) == TauProbe(model, tok, prompts, max_new_tokens=10)(draft)
+    monkeypatch.setattr(evaluate, "FLOAT32_PROBE_MAX_PARAMS", 10)
+    assert TauProbe(bf16, tok, prompts, max_new_tokens=10).target.dtype == torch.bfloat16

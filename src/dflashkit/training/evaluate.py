@@ -29,12 +29,22 @@ def acceptance(gen: Generator, prompts: list[list[int]], max_new_tokens: int = 2
     return out
 
 
+FLOAT32_PROBE_MAX_PARAMS = 2_000_000_000  # a float32 copy of at most ~8 GB beside the training run
+
+
 class TauProbe:
-    """Periodic tau during training: its own engine copy of the target (the engine rebinds attention)."""
+    """Periodic tau during training: its own engine copy of the target (the engine rebinds attention).
+
+    The copy decodes in float32 when the target is small enough: in bf16 the greedy answers change with the GPU,
+    the batch and the drafter itself, and with them a 32-prompt tau by ~15 % (run 9 in docs/training.md); in
+    float32 every drafter verifies (nearly always) the same answers, so probes of different runs compare."""
 
     def __init__(self, hf_model: nn.Module, tokenizer, prompts: list[list[int]], max_new_tokens: int = 192,
                  max_batch: int = 32):
-        self.target = make_target(copy.deepcopy(hf_model), tokenizer)
+        model = copy.deepcopy(hf_model)
+        if sum(p.numel() for p in model.parameters()) <= FLOAT32_PROBE_MAX_PARAMS:
+            model = model.float()
+        self.target = make_target(model, tokenizer)
         self.prompts, self.max_new_tokens = prompts, max_new_tokens
         self.max_batch = max(1, min(max_batch, len(prompts)))
         self.max_length = max(len(p) for p in prompts) + max_new_tokens + 8 if prompts else 512
