@@ -23,7 +23,8 @@ def default_device() -> str:
 def load(model: str | None = None, draft: str | None = None, *, device: str | None = None,
          dtype: str | torch.dtype | None = None, block_size: int | None = None, max_batch: int = 8,
          max_length: int | None = None, speculative: bool = True, fast_target: bool | None = None,
-         compile: bool = False, draft_vocab: int | None = None) -> Generator:
+         compile: bool = False, draft_vocab: int | None = None,
+         adaptive_block_size: bool | None = None) -> Generator:
     """Load a target and its DFlash drafter into a ready Generator.
 
     model: hub id, local dir or .gguf file; None = the embedded SmolLM2-135M-Instruct.
@@ -35,6 +36,8 @@ def load(model: str | None = None, draft: str | None = None, *, device: str | No
            steps of each new batch/context shape pay the compilation).
     draft_vocab: drafts from this many most frequent tokens only (a cheaper draft LM head; output unchanged);
            None = as the drafter's token_counts.json suggests (every token if it has none), 0 = every token.
+    adaptive_block_size: None = adaptive unless block_size is given; False = block_size (default: the drafter's)
+           at every step, so a seeded sample is the same run to run (the adaptive size follows step times).
     """
     device = device or default_device()
     dtype = resolve_dtype(dtype, device)
@@ -42,7 +45,8 @@ def load(model: str | None = None, draft: str | None = None, *, device: str | No
     target = make_target(hf_model, tokenizer, fast=fast_target)
     drafter = load_draft(draft, target, is_default_target=model in (None, "", DEFAULT_TARGET), speculative=speculative)
     gen = Generator(target, drafter, tokenizer, block_size=block_size, max_batch=max_batch,
-                    max_length=max_length, speculative=speculative, compile=compile, draft_vocab=draft_vocab)
+                    max_length=max_length, speculative=speculative, compile=compile, draft_vocab=draft_vocab,
+                    adaptive_block_size=adaptive_block_size)
     gen.draft_source = getattr(drafter, "source", None)
     return gen
 

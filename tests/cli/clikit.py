@@ -37,12 +37,13 @@ def tiny_generator_loader(max_positions: int = 64):
     from dflashkit import Generator
     from dflashkit.models.factory import make_target, random_draft
 
-    def load(model=None, draft=None, *, block_size=None, max_length=None, speculative=True, **_ignored):
+    def load(model=None, draft=None, *, block_size=None, max_length=None, speculative=True, adaptive_block_size=None,
+             **_ignored):
         hf = tiny_hf("llama", vocab=64, dtype=torch.float32, max_position_embeddings=max_positions)
         target = make_target(hf, CharTokenizer(), fast=False)
         drafter = random_draft(target, num_layers=1, block_size=4)
         return Generator(target, drafter, CharTokenizer(), block_size=block_size, max_batch=1,
-                         max_length=max_length, speculative=speculative)
+                         max_length=max_length, speculative=speculative, adaptive_block_size=adaptive_block_size)
 
     return load
 

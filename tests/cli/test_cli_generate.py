@@ -98,3 +98,21 @@ def test_one_shot_python_generate(tmp_path):
 def test_system_message_with_a_raw_prompt_is_refused_before_the_load(capsys):
     code, err = run_cli(capsys, *GEN, "hello", "--system", "be brief", "--model", "/nonexistent")
     assert code == 2 and "--system needs the chat template" in err and "Traceback" not in err
+
+
+def test_seeded_sampling_keeps_one_block_size(capfd, monkeypatch):
+    """The adaptive block size follows measured step times, and a step's block decides how many random numbers it
+    draws: `generate --seed 3 --temperature 0.8` gave a different answer from one run to the next."""
+    from dflashkit.cli.main import main
+
+    loaded = []
+    tiny = tiny_generator_loader(max_positions=64)
+    monkeypatch.setattr("dflashkit.api.load", lambda *a, **kw: loaded.append(tiny(*a, **kw)) or loaded[-1])
+    seeded = [*GEN, "hello", "--max-new-tokens", "12", "--temperature", "0.8", "--seed", "3"]
+    assert main(seeded) == 0 and main(seeded) == 0
+    first, second = (out for out in capfd.readouterr().out.splitlines() if not out.startswith("["))
+    assert first == second
+    assert [gen.controller.fixed for gen in loaded] == [4, 4]  # the drafter's block, whatever the step times
+    assert main([*GEN, "hello", "--max-new-tokens", "3", "--temperature", "0.8"]) == 0  # unseeded: adaptive
+    assert main([*GEN, "hello", "--max-new-tokens", "3", "--seed", "3"]) == 0  # greedy: the seed draws nothing
+    assert [gen.controller.fixed for gen in loaded[2:]] == [None, None]

@@ -36,7 +36,8 @@ def register(sub) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="reproducible sampling (fixes the block size, "
+                   "at the drafter's unless --block-size)")
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     p.add_argument("--system", default=None, help="system message")
     p.add_argument("--no-chat", action="store_true", help="raw prompt, no chat template")
@@ -59,10 +60,13 @@ def run(args) -> int:
         raise RequestError("--system needs the chat template: drop --no-chat, or write the system text into the prompt")
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                             top_k=args.top_k, seed=args.seed, stop=args.stop)
+    # the adaptive block size follows measured step times, and a step's block decides how many random numbers it
+    # draws: the same --seed gave another answer run to run. A seeded sample keeps one block size
+    pinned = args.seed is not None and not params.greedy and args.block_size is None
     gen = load(args.model, args.draft, device=args.device, dtype=args.dtype, block_size=args.block_size,
                max_batch=1, max_length=args.max_length, speculative=not args.autoregressive,
                fast_target=False if args.generic_target else None, compile=args.compile,
-               draft_vocab=args.draft_vocab)
+               draft_vocab=args.draft_vocab, adaptive_block_size=False if pinned else None)
     max_length_fits(args.max_length, gen.target.max_positions)
     source = getattr(gen, "draft_source", None) or ""
     if source.startswith("random"):
