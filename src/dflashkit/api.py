@@ -77,7 +77,8 @@ def generate(prompt: str | list[dict], model: str | None = None, draft: str | No
     """One-shot convenience: load, apply the chat template, generate. Reuse `load()` for many calls."""
     if not chat and not isinstance(prompt, str):  # checked before the load: it was a tokenizer ValueError after it
         raise RequestError("chat=False takes the prompt as text; messages need the chat template (chat=True)")
+    params = SamplingParams(**sampling)  # before the load too: a bad value was refused only after the model loaded
     gen = load(model, draft, max_batch=1)
     messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
     ids = gen.chat_prompt(messages) if chat else gen.tokenizer.encode(prompt)
-    return gen.generate([ids], SamplingParams(**sampling))[0]
+    return gen.generate([ids], params)[0]

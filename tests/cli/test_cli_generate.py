@@ -116,3 +116,14 @@ def test_seeded_sampling_keeps_one_block_size(capfd, monkeypatch):
     assert main([*GEN, "hello", "--max-new-tokens", "3", "--temperature", "0.8"]) == 0  # unseeded: adaptive
     assert main([*GEN, "hello", "--max-new-tokens", "3", "--seed", "3"]) == 0  # greedy: the seed draws nothing
     assert [gen.controller.fixed for gen in loaded[2:]] == [None, None]
+
+
+def test_one_shot_generate_checks_sampling_before_the_load():
+    """dflashkit.generate(..., temperature=-1) loaded the model first (minutes for a large one), then refused it."""
+    import dflashkit
+    from dflashkit.errors import RequestError
+
+    with pytest.raises(RequestError, match="invalid temperature=-1"):
+        dflashkit.generate("hello", "/nonexistent", "random", temperature=-1)
+    with pytest.raises(TypeError, match="max_tokens"):  # a misspelt setting, also before the load
+        dflashkit.generate("hello", "/nonexistent", "random", max_tokens=5)
