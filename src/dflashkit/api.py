@@ -74,11 +74,15 @@ def load_draft(draft: str | None, target: TargetBase, is_default_target: bool,
 
 def generate(prompt: str | list[dict], model: str | None = None, draft: str | None = None, *,
              chat: bool = True, **sampling) -> GenerationResult:
-    """One-shot convenience: load, apply the chat template, generate. Reuse `load()` for many calls."""
+    """One-shot convenience: load, apply the chat template, generate. Reuse `load()` for many calls.
+
+    With a `seed` and sampling, the drafter's block size is used at every step, so the answer is reproducible."""
     if not chat and not isinstance(prompt, str):  # checked before the load: it was a tokenizer ValueError after it
         raise RequestError("chat=False takes the prompt as text; messages need the chat template (chat=True)")
     params = SamplingParams(**sampling)  # before the load too: a bad value was refused only after the model loaded
-    gen = load(model, draft, max_batch=1)
+    # one block size for a seeded sample: the adaptive one follows step times, and the same seed gave another answer
+    seeded = params.seed is not None and not params.greedy
+    gen = load(model, draft, max_batch=1, adaptive_block_size=False if seeded else None)
     messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
     ids = gen.chat_prompt(messages) if chat else gen.tokenizer.encode(prompt)
     return gen.generate([ids], params)[0]

@@ -127,3 +127,18 @@ def test_one_shot_generate_checks_sampling_before_the_load():
         dflashkit.generate("hello", "/nonexistent", "random", temperature=-1)
     with pytest.raises(TypeError, match="max_tokens"):  # a misspelt setting, also before the load
         dflashkit.generate("hello", "/nonexistent", "random", max_tokens=5)
+
+
+def test_one_shot_generate_keeps_one_block_size_for_a_seed(monkeypatch):
+    """dflashkit.generate(..., seed=1, temperature=0.8) ran at the adaptive block size, which follows step times:
+    the same seed gave another answer from one call to the next (as `generate --seed` did)."""
+    import dflashkit
+
+    loaded = []
+    tiny = tiny_generator_loader(max_positions=64)
+    monkeypatch.setattr("dflashkit.api.load", lambda *a, **kw: loaded.append(tiny(*a, **kw)) or loaded[-1])
+    first, second = (dflashkit.generate("hello", chat=False, max_new_tokens=12, temperature=0.8, seed=1)
+                     for _ in range(2))
+    assert first.token_ids == second.token_ids
+    dflashkit.generate("hello", chat=False, max_new_tokens=3, temperature=0.8)
+    assert [gen.controller.fixed for gen in loaded] == [4, 4, None]
