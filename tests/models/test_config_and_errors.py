@@ -115,6 +115,23 @@ def test_invalid_sampling_parameters(kwargs, match):
         SamplingParams(**kwargs)
 
 
+def test_numpy_scalars_are_numbers():
+    """Settings read from numpy (a config array, np.random seeds) were refused: 'invalid seed=np.int64(3): must be an
+    integer'. They are taken as the Python numbers they are; bools, floats for integers and strings still are not."""
+    import numpy as np
+
+    p = SamplingParams(max_new_tokens=np.int64(5), temperature=np.float32(0.5), top_p=np.float16(0.5),
+                       top_k=np.int32(3), seed=np.uint64(2**64 - 1), stop_token_ids=[np.int64(2)])
+    assert (p.max_new_tokens, p.temperature, p.top_p, p.top_k, p.seed, p.stop_token_ids) == (5, 0.5, 0.5, 3,
+                                                                                            2**64 - 1, [2])
+    assert all(type(v) in (int, float) for v in (p.max_new_tokens, p.temperature, p.top_p, p.top_k, p.seed,
+                                                 *p.stop_token_ids))
+    for bad in ({"seed": True}, {"top_k": np.float32(2)}, {"max_new_tokens": np.int64(0)}, {"temperature": "0.5"},
+                {"stop_token_ids": [np.int64(-1)]}):
+        with pytest.raises(RequestError):
+            SamplingParams(**bad)
+
+
 def test_bad_requests():
     target, _ = build_tiny("llama")
     gen = Generator(target, random_draft(target), max_batch=1, max_length=32)

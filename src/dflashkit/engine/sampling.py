@@ -10,6 +10,7 @@ from torch's global generator.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import torch
@@ -17,6 +18,11 @@ import torch
 from ..errors import RequestError
 
 GREEDY_BELOW = 1e-5  # temperatures under this sample as greedy
+
+
+def _integer(x) -> bool:
+    """Python or numpy integers (numbers.Integral: np.int64 is no int), not bools."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
 @dataclass
@@ -42,16 +48,16 @@ class SamplingParams:
         def bad(name, value, want):
             raise RequestError(f"invalid {name}={value!r}: {want}")
 
-        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+        if not _integer(self.max_new_tokens) or self.max_new_tokens < 1:
             bad("max_new_tokens", self.max_new_tokens, "must be an integer >= 1")
         temperature = self.temperature
-        if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+        if not isinstance(temperature, numbers.Real) or not math.isfinite(temperature) or temperature < 0:
             bad("temperature", self.temperature, "must be a finite number >= 0 (0 = greedy)")
-        if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
+        if not isinstance(self.top_p, numbers.Real) or not 0 < self.top_p <= 1:
             bad("top_p", self.top_p, "must be in (0, 1]")
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+        if not _integer(self.top_k) or self.top_k < 0:
             bad("top_k", self.top_k, "must be an integer >= 0 (0 = off)")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+        if self.seed is not None and not _integer(self.seed):
             bad("seed", self.seed, "must be an integer")
         # lists (or tuples) only: a single id was a TypeError ('int' object is not iterable), and a generator was
         # used up by this check, leaving no stops
@@ -61,11 +67,17 @@ class SamplingParams:
             if not isinstance(self.stop, (list, tuple)) or not all(isinstance(s, str) and s for s in self.stop):
                 bad("stop", self.stop, "must be a string or a list of non-empty strings")
         ids = self.stop_token_ids
-        if ids is not None and not (isinstance(ids, (list, tuple)) and all(isinstance(i, int) and i >= 0 for i in ids)):
+        if ids is not None and not (isinstance(ids, (list, tuple))
+                                    and all(isinstance(i, numbers.Integral) and i >= 0 for i in ids)):
             bad("stop_token_ids", ids, "must be a list of non-negative integers")
         # logits / t overflows float32 for t near 0 (NaN probabilities): such a temperature is greedy, as in vLLM
         self.temperature = float(self.temperature) if self.temperature >= GREEDY_BELOW else 0.0
         self.top_p = float(self.top_p)
+        # numpy scalars as Python numbers: np.int64 fields were refused as 'must be an integer'
+        self.max_new_tokens, self.top_k = int(self.max_new_tokens), int(self.top_k)
+        self.seed = None if self.seed is None else int(self.seed)
+        if ids is not None:
+            self.stop_token_ids = [int(i) for i in ids]
 
 
 @dataclass
