@@ -21,6 +21,16 @@ def test_unknown_device_is_one_line_before_any_load(capsys):
     assert code == 2 and "unknown device 'foo'" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("device", ["meta", "mps"])
+def test_device_this_machine_cannot_run_is_one_line(capsys, device):
+    """--device meta (no data) or mps on a machine without it got past the device check: a torch traceback after
+    the load ('Cannot copy out of meta tensor', 'PyTorch is not linked with support for mps devices')."""
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has mps")
+    code, err = run_cli(capsys, "generate", "hi", "--device", device, "--model", "/nonexistent")
+    assert code == 2 and f"device '{device}'" in err and "Traceback" not in err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_on_a_cpu_machine_says_so(capsys):
     code, err = run_cli(capsys, "generate", "hi", "--device", "cuda", "--model", "/nonexistent")

@@ -184,6 +184,10 @@ def resolve_device(device: str | torch.device) -> torch.device:
                               "(use --device cpu)")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ConfigError(f"device '{device}': this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    elif dev.type != "cpu":  # meta holds no data, and a backend this torch lacks failed only after the load
+        backend = getattr(torch, dev.type, None)
+        if not getattr(backend, "is_available", lambda: False)():
+            raise ConfigError(f"device '{device}' is not available on this machine (use cpu, cuda or cuda:N)")
     return dev
 
 
