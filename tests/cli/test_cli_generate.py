@@ -44,6 +44,13 @@ def test_answer_longer_than_the_context_is_refused(capsys, tiny_load):
     assert code == 2 and "context holds 64" in err and "raise --max-length" not in err  # already the model's
 
 
+def test_prompt_beyond_the_model_is_not_told_to_raise_max_length(capsys, tiny_load):
+    """A prompt longer than the model's whole context was told to 'shorten the prompt or raise --max-length', and
+    raising it then failed on the model's limit."""
+    code, err = run_cli(capsys, *GEN, "x" * 80, "--max-new-tokens", "4", "--max-length", "32")
+    assert code == 2 and "shorten the prompt" in err and "raise --max-length" not in err
+
+
 def test_max_length_beyond_the_model_is_refused_not_clamped(capsys, tiny_load):
     code, err = run_cli(capsys, *GEN, "hello", "--max-new-tokens", "4", "--max-length", "100000")
     assert code == 2 and "exceeds the model's context of 64" in err

@@ -42,7 +42,7 @@ def fits_context(prompt_tokens: int, max_new_tokens: int, context: int, model_co
     if prompt_tokens + max_new_tokens > context:
         room = context - prompt_tokens
         fix = (f"lower --max-new-tokens to at most {room}" if room >= 1 else "shorten the prompt")
-        if context < model_context:
+        if context < model_context and prompt_tokens < model_context:  # a prompt the model cannot hold: no help
             fix += f" or raise --max-length (the model holds {model_context})"
         raise RequestError(f"the prompt has {prompt_tokens} tokens and --max-new-tokens asks for {max_new_tokens} "
                            f"more, but the context holds {context}: {fix}")
