@@ -77,7 +77,7 @@ class SamplingParams:
         self.max_new_tokens, self.top_k = int(self.max_new_tokens), int(self.top_k)
         self.seed = None if self.seed is None else int(self.seed)
         if ids is not None:
-            self.stop_token_ids = [int(i) for i in ids]
+            self.stop_token_ids = type(ids)(int(i) for i in ids)  # a list stays a list, a tuple a tuple
 
 
 @dataclass
