@@ -72,6 +72,13 @@ def load_draft(draft: str | None, target: TargetBase, is_default_target: bool,
     return drafter
 
 
+def adaptive_for(params: SamplingParams) -> bool | None:
+    """`load(adaptive_block_size=...)` for a one-off request: False (one block size) for a seeded sample, since the
+    adaptive size follows measured step times and a step's block decides how many random numbers it draws (the
+    same seed gave another answer run to run); None (the default rule) otherwise."""
+    return False if params.seed is not None and not params.greedy else None
+
+
 def generate(prompt: str | list[dict], model: str | None = None, draft: str | None = None, *,
              chat: bool = True, **sampling) -> GenerationResult:
     """One-shot convenience: load, apply the chat template, generate. Reuse `load()` for many calls.
@@ -80,9 +87,7 @@ def generate(prompt: str | list[dict], model: str | None = None, draft: str | No
     if not chat and not isinstance(prompt, str):  # checked before the load: it was a tokenizer ValueError after it
         raise RequestError("chat=False takes the prompt as text; messages need the chat template (chat=True)")
     params = SamplingParams(**sampling)  # before the load too: a bad value was refused only after the model loaded
-    # one block size for a seeded sample: the adaptive one follows step times, and the same seed gave another answer
-    seeded = params.seed is not None and not params.greedy
-    gen = load(model, draft, max_batch=1, adaptive_block_size=False if seeded else None)
+    gen = load(model, draft, max_batch=1, adaptive_block_size=adaptive_for(params))
     messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
     ids = gen.chat_prompt(messages) if chat else gen.tokenizer.encode(prompt)
     return gen.generate([ids], params)[0]

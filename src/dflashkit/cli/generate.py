@@ -48,7 +48,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..api import load
+    from ..api import adaptive_for, load
     from ..engine.sampling import SamplingParams
     from ..errors import RequestError
     from .checks import fits_context, max_length_fits
@@ -60,13 +60,10 @@ def run(args) -> int:
         raise RequestError("--system needs the chat template: drop --no-chat, or write the system text into the prompt")
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                             top_k=args.top_k, seed=args.seed, stop=args.stop)
-    # the adaptive block size follows measured step times, and a step's block decides how many random numbers it
-    # draws: the same --seed gave another answer run to run. A seeded sample keeps one block size
-    pinned = args.seed is not None and not params.greedy and args.block_size is None
     gen = load(args.model, args.draft, device=args.device, dtype=args.dtype, block_size=args.block_size,
                max_batch=1, max_length=args.max_length, speculative=not args.autoregressive,
                fast_target=False if args.generic_target else None, compile=args.compile,
-               draft_vocab=args.draft_vocab, adaptive_block_size=False if pinned else None)
+               draft_vocab=args.draft_vocab, adaptive_block_size=adaptive_for(params))
     max_length_fits(args.max_length, gen.target.max_positions)
     source = getattr(gen, "draft_source", None) or ""
     if source.startswith("random"):
